@@ -1,0 +1,52 @@
+//! # rbd-core
+//!
+//! A safe Rust API over librbd/librados (Ceph Pacific and later) and the OpenStack RBD
+//! lifecycle recipes built on it.
+//!
+//! ```no_run
+//! use rbd_core::{Cluster, Image, ImageOptions, Pool};
+//! let cluster = Cluster::shared(None, "admin")?; // CEPH_CONF or the default search path
+//! let pool = Pool::open(&cluster, "rbd")?;
+//! pool.create_image("demo", 64 << 20, &ImageOptions::new())?;
+//! let image = Image::open(&pool, "demo")?;
+//! image.write(0, b"hello")?;
+//! drop(image);
+//! pool.remove_image("demo")?;
+//! # Ok::<(), rbd_core::Error>(())
+//! ```
+//!
+//! Handles: [`Cluster`] and [`Pool`] are `Send + Sync` and cheap to clone; [`Image`] is
+//! `Send + Sync` (librbd locks internally). Every handle closes on `Drop`, and children keep
+//! their parents alive.
+#![deny(missing_docs)]
+#![cfg_attr(test, deny(warnings))]
+
+mod call;
+mod cluster;
+mod error;
+mod image;
+mod options;
+mod pool;
+mod progress;
+mod util;
+
+pub use cluster::{Cluster, ClusterBuilder, ClusterStats};
+pub use error::{Error, ErrorKind, Result};
+pub use image::{fadvise, Image, ImageInfo, Watcher};
+pub use options::{CloneFormat, Features, ImageOptions};
+pub use pool::{ImageSpec, Pool, PoolStats};
+pub use progress::{CancelToken, Progress, ProgressFn};
+
+/// The raw FFI crates, for what the safe API does not cover.
+pub mod ffi {
+    pub use librados_sys as rados;
+    pub use librbd_sys as rbd;
+}
+
+/// The librbd version this process runs (`rbd_version`): (major, minor, extra).
+pub fn librbd_version() -> (i32, i32, i32) {
+    let (mut a, mut b, mut c) = (0, 0, 0);
+    // SAFETY: rbd_version only writes the three ints.
+    unsafe { librbd_sys::rbd_version(&mut a, &mut b, &mut c) };
+    (a, b, c)
+}

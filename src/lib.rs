@@ -1,0 +1,1 @@
+//! Root package: examples, benches, integration tests.

@@ -1,0 +1,127 @@
+//! Fixtures for tests against the live dev cluster (`scripts/vstart.sh`).
+//!
+//! The cluster is found through `CEPH_CONF` and `RBD_TEST_CLIENT_ID` (default `admin`), which
+//! the README's test command sets. Without them, or when the cluster is unreachable, a test
+//! **fails** with a message saying how to start one. Setting `RBD_TEST_NO_CLUSTER=1` is the
+//! explicit opt-out (tests that need a cluster then return early); CI never sets it.
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use rbd_core::{Cluster, Image, ImageOptions, Pool};
+
+const HOW: &str = "start one with `scripts/vstart.sh up && eval \"$(scripts/vstart.sh env)\"` \
+(or run the README test command); see tests/README.md";
+
+/// The admin connection for tests, or `None` when the opt-out is set.
+pub fn cluster() -> Option<Cluster> {
+    if std::env::var_os("RBD_TEST_NO_CLUSTER").is_some() {
+        eprintln!("RBD_TEST_NO_CLUSTER is set: skipping a live-cluster test");
+        return None;
+    }
+    let conf = std::env::var_os("CEPH_CONF")
+        .unwrap_or_else(|| panic!("CEPH_CONF is not set: this test needs the dev cluster; {HOW}"));
+    let id = client_id();
+    Some(
+        Cluster::shared(Some(std::path::Path::new(&conf)), &id)
+            .unwrap_or_else(|e| panic!("cannot connect to the dev cluster ({e}); {HOW}")),
+    )
+}
+
+/// A connection as another client (e.g. `cinder`), not shared.
+pub fn cluster_as(id: &str) -> Cluster {
+    let conf = std::env::var_os("CEPH_CONF").unwrap_or_else(|| panic!("CEPH_CONF is not set; {HOW}"));
+    Cluster::connect(Some(std::path::Path::new(&conf)), id).unwrap_or_else(|e| panic!("connect as {id}: {e}; {HOW}"))
+}
+
+/// The client id tests run as.
+pub fn client_id() -> String {
+    std::env::var("RBD_TEST_CLIENT_ID").unwrap_or_else(|_| "admin".into())
+}
+
+/// Returns early (as a skipped test) only under the explicit opt-out.
+#[macro_export]
+macro_rules! live {
+    () => {
+        match common::cluster() {
+            Some(c) => c,
+            None => return,
+        }
+    };
+}
+
+static N: AtomicUsize = AtomicUsize::new(0);
+
+/// A unique image name for this process: `rbdcore-t-<pid>-<n>-<tag>`.
+pub fn unique(tag: &str) -> String {
+    format!("rbdcore-t-{}-{}-{tag}", std::process::id(), N.fetch_add(1, Ordering::SeqCst))
+}
+
+/// Removes an image with everything on it: flattens/removes children found through its
+/// snapshots, unprotects and removes snapshots, then the image; also empties matching trash.
+pub fn purge_image(pool: &Pool, name: &str) {
+    let _ = rbd_core_test_purge(pool, name);
+}
+
+fn rbd_core_test_purge(pool: &Pool, name: &str) -> rbd_core::Result<()> {
+    if !pool.image_exists(name)? {
+        return Ok(());
+    }
+    let img = Image::open(pool, name)?;
+    for s in img.snapshots().unwrap_or_default() {
+        if s.namespace == rbd_core::SnapNamespace::User {
+            let _ = img.snap_unprotect(&s.name);
+            let _ = img.snap_remove(&s.name);
+        } else {
+            let _ = img.snap_remove_by_id(s.id);
+        }
+    }
+    drop(img);
+    pool.remove_image(name)
+}
+
+/// An image that is removed (with its snapshots) when dropped.
+pub struct ScratchImage {
+    pub pool: Pool,
+    pub name: String,
+}
+
+impl ScratchImage {
+    /// Creates `pool/<unique(tag)>` of `size` bytes with default options.
+    pub fn new(cluster: &Cluster, pool: &str, tag: &str, size: u64) -> ScratchImage {
+        ScratchImage::with_options(cluster, pool, tag, size, &ImageOptions::new())
+    }
+
+    /// Creates it with `opts`.
+    pub fn with_options(cluster: &Cluster, pool: &str, tag: &str, size: u64, opts: &ImageOptions) -> ScratchImage {
+        let pool = Pool::open(cluster, pool).expect("open pool");
+        let name = unique(tag);
+        pool.create_image(&name, size, opts).expect("create scratch image");
+        ScratchImage { pool, name }
+    }
+
+    /// Opens it read-write.
+    pub fn open(&self) -> Image {
+        Image::open(&self.pool, &self.name).expect("open scratch image")
+    }
+}
+
+impl Drop for ScratchImage {
+    fn drop(&mut self) {
+        purge_image(&self.pool, &self.name);
+    }
+}
+
+/// Deterministic pseudo-random bytes (xorshift), for data checks.
+pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut v = Vec::with_capacity(len);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
