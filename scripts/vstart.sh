@@ -190,9 +190,14 @@ terminate() {
 }
 
 stop_all() {
-    local pids
+    local pids pid osds=() others=()
     mapfile -t pids < <(all_own_pids)
-    terminate "${pids[@]}"
+    for pid in "${pids[@]}"; do
+        if [[ $(cat "/proc/$pid/comm" 2>/dev/null) == ceph-osd ]]; then osds+=("$pid"); else others+=("$pid"); fi
+    done
+    # OSDs first: a stopping OSD tells the monitor, and waits 5 s for it when the monitor is gone.
+    terminate "${osds[@]}"
+    terminate "${others[@]}"
     rm -f "$RUN"/*.pid
 }
 

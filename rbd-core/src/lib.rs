@@ -30,6 +30,28 @@ mod pool;
 mod progress;
 mod util;
 
+// Feature modules: each is public and glob re-exported, so its public items are reachable both
+// as `rbd_core::Name` and `rbd_core::module::Name`.
+pub mod aio;
+pub mod copy;
+pub mod diff;
+pub mod group;
+pub mod layering;
+pub mod lock;
+pub mod metadata;
+pub mod snapshot;
+pub mod stream;
+pub mod trash;
+pub use aio::*;
+pub use copy::*;
+pub use diff::*;
+pub use group::*;
+pub use layering::*;
+pub use lock::*;
+pub use metadata::*;
+pub use snapshot::*;
+pub use trash::*;
+
 pub use cluster::{Cluster, ClusterBuilder, ClusterStats};
 pub use error::{Error, ErrorKind, Result};
 pub use image::{fadvise, Image, ImageInfo, Watcher};
