@@ -233,10 +233,11 @@ except Exception:
 om = s.get("osdmap", {})
 om = om.get("osdmap", om)   # older layout nests it
 pm = s.get("pgmap", {})
+ok = {"active", "clean", "scrubbing", "deep", "snaptrim", "snaptrim_wait"}
 clean = 0
 for st in pm.get("pgs_by_state", []):
-    parts = st["state_name"].split("+")
-    if "active" in parts and "clean" in parts:
+    parts = set(st["state_name"].split("+"))
+    if {"active", "clean"} <= parts <= ok:
         clean += st["count"]
 print(om.get("num_up_osds", 0), om.get("num_in_osds", 0), om.get("num_osds", 0),
       pm.get("num_pgs", 0), clean, 1 if s.get("mgrmap", {}).get("available") else 0)

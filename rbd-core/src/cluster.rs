@@ -302,7 +302,8 @@ impl Cluster {
     /// Errors from librados.
     pub fn fsid(&self) -> Result<String> {
         let mut buf = vec![0 as c_char; 64];
-        let n = try_call!(rados_raw::rados_cluster_fsid(self.raw(), buf.as_mut_ptr(), buf.len()); "rados_cluster_fsid")?;
+        let n =
+            try_call!(rados_raw::rados_cluster_fsid(self.raw(), buf.as_mut_ptr(), buf.len()); "rados_cluster_fsid")?;
         let bytes: Vec<u8> = buf[..n as usize].iter().map(|c| *c as u8).collect();
         Ok(String::from_utf8_lossy(&bytes).trim_end_matches('\0').to_string())
     }
@@ -426,7 +427,9 @@ impl Cluster {
         let out = take(outbuf, outlen);
         let status = String::from_utf8_lossy(&take(outs, outslen)).into_owned();
         if r < 0 {
-            return Err(Error::from_errno(i64::from(r), "rados_mon_command", Some(json.to_string())).with_message(status));
+            return Err(
+                Error::from_errno(i64::from(r), "rados_mon_command", Some(json.to_string())).with_message(status)
+            );
         }
         Ok((out, status))
     }

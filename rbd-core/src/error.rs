@@ -299,7 +299,14 @@ impl From<std::io::Error> for Error {
             std::io::ErrorKind::InvalidData => ErrorKind::Malformed,
             _ => ErrorKind::from_errno(errno),
         };
-        Error { errno: kind.default_errno().max(errno), kind, op: "io", target: None, message: None, source: Some(Box::new(e)) }
+        Error {
+            errno: kind.default_errno().max(errno),
+            kind,
+            op: "io",
+            target: None,
+            message: None,
+            source: Some(Box::new(e)),
+        }
     }
 }
 

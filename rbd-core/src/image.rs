@@ -259,7 +259,13 @@ impl Image {
         try_call!(rbd_raw::rbd_stat(self.raw(), &mut info, std::mem::size_of::<rbd_raw::rbd_image_info_t>()); "rbd_stat", self.spec())?;
         // SAFETY: block_name_prefix is a NUL-terminated char array inside info.
         let prefix = unsafe { from_c(info.block_name_prefix.as_ptr()) };
-        Ok(ImageInfo { size: info.size, obj_size: info.obj_size, num_objs: info.num_objs, order: info.order as u8, block_name_prefix: prefix })
+        Ok(ImageInfo {
+            size: info.size,
+            obj_size: info.obj_size,
+            num_objs: info.num_objs,
+            order: info.order as u8,
+            block_name_prefix: prefix,
+        })
     }
 
     /// Size in bytes (at the selected snapshot, or head).
@@ -366,17 +372,23 @@ impl Image {
     /// As [`Image::resize`], plus [`ErrorKind::Cancelled`].
     pub fn resize_with_progress(&self, size: u64, allow_shrink: bool, progress: &mut Progress<'_>) -> Result<()> {
         let _s = tracing::debug_span!("resize", image = %self.spec(), size).entered();
-        run_with_progress(progress, "rbd_resize2", || self.spec(), |cb, arg| {
-            // SAFETY: valid handle; cb/arg from run_with_progress.
-            unsafe { rbd_raw::rbd_resize2(self.raw(), size, allow_shrink, cb, arg) }
-        })?;
+        run_with_progress(
+            progress,
+            "rbd_resize2",
+            || self.spec(),
+            |cb, arg| {
+                // SAFETY: valid handle; cb/arg from run_with_progress.
+                unsafe { rbd_raw::rbd_resize2(self.raw(), size, allow_shrink, cb, arg) }
+            },
+        )?;
         Ok(())
     }
 
     fn check_range(&self, op: &'static str, off: u64, len: usize) -> Result<()> {
-        off.checked_add(len as u64)
-            .map(|_| ())
-            .ok_or_else(|| Error::new(ErrorKind::OutOfRange, op, format!("offset {off} + length {len} overflows")).with_target(self.spec()))
+        off.checked_add(len as u64).map(|_| ()).ok_or_else(|| {
+            Error::new(ErrorKind::OutOfRange, op, format!("offset {off} + length {len} overflows"))
+                .with_target(self.spec())
+        })
     }
 
     /// Reads `buf.len()` bytes at `off` (`rbd_read2`); returns bytes read (short at the end).
@@ -428,7 +440,8 @@ impl Image {
         let r = unsafe { rbd_raw::rbd_write2(self.raw(), off, data.len(), data.as_ptr().cast(), flags) };
         let n = crate::call::c_try(r as i64, "rbd_write2", || Some(self.spec()))?;
         if n as usize != data.len() {
-            return Err(Error::new(ErrorKind::Io, "rbd_write2", format!("short write: {n} of {} bytes", data.len())).with_target(self.spec()));
+            return Err(Error::new(ErrorKind::Io, "rbd_write2", format!("short write: {n} of {} bytes", data.len()))
+                .with_target(self.spec()));
         }
         Ok(())
     }

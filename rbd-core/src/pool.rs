@@ -94,7 +94,8 @@ impl Pool {
         let c = cstr("rados_ioctx_create", "pool", name)?;
         let mut raw: rados_raw::rados_ioctx_t = ptr::null_mut();
         try_call!(rados_raw::rados_ioctx_create(cluster.raw(), c.as_ptr(), &mut raw); "rados_ioctx_create", name)?;
-        let inner = PoolInner { raw, name: name.to_string(), namespace: namespace.to_string(), cluster: cluster.clone() };
+        let inner =
+            PoolInner { raw, name: name.to_string(), namespace: namespace.to_string(), cluster: cluster.clone() };
         if !namespace.is_empty() {
             let ns = cstr("rados_ioctx_set_namespace", "namespace", namespace)?;
             // SAFETY: the ioctx is not shared yet.
@@ -214,10 +215,15 @@ impl Pool {
     pub fn remove_image_with_progress(&self, name: &str, progress: &mut Progress<'_>) -> Result<()> {
         let _s = tracing::debug_span!("remove_image", pool = %self.name(), image = name).entered();
         let c = cstr("rbd_remove", "image", name)?;
-        run_with_progress(progress, "rbd_remove_with_progress", || self.spec(name, None), |cb, arg| {
-            // SAFETY: valid ioctx and name; cb/arg come from run_with_progress.
-            unsafe { rbd_raw::rbd_remove_with_progress(self.raw(), c.as_ptr(), cb, arg) }
-        })?;
+        run_with_progress(
+            progress,
+            "rbd_remove_with_progress",
+            || self.spec(name, None),
+            |cb, arg| {
+                // SAFETY: valid ioctx and name; cb/arg come from run_with_progress.
+                unsafe { rbd_raw::rbd_remove_with_progress(self.raw(), c.as_ptr(), cb, arg) }
+            },
+        )?;
         Ok(())
     }
 

@@ -164,7 +164,11 @@ mod tests {
         let mut calls = 0;
         let mut cb = |d: u64, _t: u64| {
             calls += 1;
-            if d >= 2 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+            if d >= 2 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
         };
         let mut p = Progress::new(&mut cb);
         let r = run_with_progress(&mut p, "test", String::new, |f, arg| {

@@ -17,8 +17,19 @@ or set LIBRBD_INCLUDE_DIR";
 /// Every `LIBRBD_SUPPORTS_*` name known from Pacific up to Squid; the cfg is declared for all so
 /// code may test names the installed header does not define.
 const KNOWN_SUPPORTS: &[&str] = &[
-    "aio_flush", "aio_open", "compare_and_write", "locking", "invalidate", "iovec", "watch",
-    "writesame", "write_zeroes", "encryption", "diff_iterate3", "clone4", "group_snap_get_info",
+    "aio_flush",
+    "aio_open",
+    "compare_and_write",
+    "locking",
+    "invalidate",
+    "iovec",
+    "watch",
+    "writesame",
+    "write_zeroes",
+    "encryption",
+    "diff_iterate3",
+    "clone4",
+    "group_snap_get_info",
     "rollback_with_progress",
 ];
 
