@@ -60,7 +60,7 @@ LOCK=$DIR.lock
 
 WAIT_TIMEOUT=${RBD_DEV_WAIT_TIMEOUT:-60}
 
-# Requested settings; `explicit_*` remembers which ones the caller set (to detect conflicts).
+# Requested settings (check_conflicts tells which ones the caller set explicitly).
 req_port=${RBD_DEV_MON_PORT:-40789}
 req_osds=${OSDS:-1}
 req_store=${RBD_DEV_OBJECTSTORE:-memstore}
@@ -73,8 +73,10 @@ req_bsbytes=${RBD_DEV_BLUESTORE_BYTES:-$((8 * 1024 * 1024 * 1024))}
     die "OSDS must be a number in 1..16 (got '$req_osds')"
 [[ $req_store == memstore || $req_store == bluestore ]] ||
     die "RBD_DEV_OBJECTSTORE must be memstore or bluestore (got '$req_store')"
-[[ $req_membytes =~ ^[0-9]+$ ]] || die "RBD_DEV_MEMSTORE_BYTES must be a number of bytes"
-[[ $req_bsbytes =~ ^[0-9]+$ ]] || die "RBD_DEV_BLUESTORE_BYTES must be a number of bytes"
+[[ $req_membytes =~ ^[0-9]+$ ]] && ((req_membytes >= 268435456)) ||
+    die "RBD_DEV_MEMSTORE_BYTES must be a number of bytes, at least 268435456 (256 MiB)"
+[[ $req_bsbytes =~ ^[0-9]+$ ]] && ((req_bsbytes >= 1073741824)) ||
+    die "RBD_DEV_BLUESTORE_BYTES must be a number of bytes, at least 1073741824 (1 GiB)"
 [[ $WAIT_TIMEOUT =~ ^[0-9]+$ ]] || die "RBD_DEV_WAIT_TIMEOUT must be a number of seconds"
 
 # Effective settings: the requested ones, replaced by the recorded ones when the folder holds a cluster.
@@ -111,6 +113,21 @@ take_lock() {
     mkdir -p "$(dirname "$LOCK")"
     exec 9>>"$LOCK"
     flock -w 300 9 || die "another vstart.sh holds $LOCK for more than 300 s"
+    trap on_exit EXIT
+    trap 'exit 130' INT TERM
+}
+
+CREATING=0
+on_exit() {
+    local rc=$?
+    # A failed creation leaves no daemons behind (the folder stays, for its logs; `up` wipes it).
+    if ((CREATING)) && [[ ! -f $CREATED ]]; then
+        log "creation failed; stopping the daemons it started (logs stay in $LOGDIR)"
+        stop_all || true
+    fi
+    # Leave no lock file next to a folder that does not exist (after `down`, or a failed `up`).
+    [[ -e $DIR ]] || rm -f -- "$LOCK"
+    return "$rc"
 }
 
 # --- ceph CLI wrappers (always this cluster's conf, always bounded in time) -------------------------
@@ -122,10 +139,10 @@ c_rbd() { timeout 60 rbd -c "$CONF" "$@" 9>&-; }
 proc_is_ours() {
     local pid=$1 comm state args i
     [[ $pid =~ ^[0-9]+$ && -r /proc/$pid/cmdline ]] || return 1
-    comm=$(cat "/proc/$pid/comm" 2>/dev/null) || return 1
+    read -r comm <"/proc/$pid/comm" 2>/dev/null || return 1
     [[ $comm == ceph-mon || $comm == ceph-osd || $comm == ceph-mgr ]] || return 1
-    state=$(awk '{ print $3 }' "/proc/$pid/stat" 2>/dev/null) || return 1
-    [[ $state != Z && $state != X ]] || return 1
+    read -r _ _ state _ <"/proc/$pid/stat" 2>/dev/null || return 1
+    [[ $state != Z && $state != X ]] || return 1   # a zombie waits for init to reap it
     mapfile -d '' args <"/proc/$pid/cmdline" 2>/dev/null || return 1
     for ((i = 0; i + 1 < ${#args[@]}; i++)); do
         [[ ${args[i]} == -c || ${args[i]} == --conf ]] && [[ ${args[i + 1]} == "$CONF" ]] && return 0
@@ -352,9 +369,16 @@ new_key() {
 }
 
 create_cluster() {
-    local t0 i pids=() uuids=() cmds
+    local t0 i p pids=() uuids=() cmds
     t0=$(now)
-    log "creating a new cluster in $DIR (mon 127.0.0.1:$PORT, $OSD_COUNT x $STORE OSD)"
+    log "creating a new cluster in $DIR (mon 127.0.0.1:$req_port, $req_osds x $req_store OSD)"
+    local port
+    for port in "$req_port" "$((req_port + 1))"; do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            die "127.0.0.1:$port is already in use (another cluster?); pick another RBD_DEV_MON_PORT (it uses port and port+1)"
+        fi
+    done
+    CREATING=1
     mkdir -p "$DIR" "$RUN" "$LOGDIR" "$DIR/crash"
     FSID=$(cat /proc/sys/kernel/random/uuid)
     PORT=$req_port OSD_COUNT=$req_osds STORE=$req_store MEMBYTES=$req_membytes BSBYTES=$req_bsbytes
@@ -398,16 +422,22 @@ create_cluster() {
     done
 
     start_daemon mon a
-    start_daemon mgr x
 
     # One CLI session for all monitor commands (each `ceph` start costs ~0.4 s of Python).
+    # devicehealth would create a device_health_metrics pool shortly after the OSDs are up; it is off
+    # before the mgr starts.
     cmds="osd set-require-min-compat-client mimic --yes-i-really-mean-it"$'\n'
+    cmds+="config set mgr mgr/devicehealth/enable_monitoring false --force"$'\n'
     for ((i = 0; i < OSD_COUNT; i++)); do cmds+="osd new ${uuids[i]} $i"$'\n'; done
     for p in "${POOLS[@]}"; do cmds+="osd pool create $p 8 8"$'\n'; done
     run_mon_cmds "$cmds"
+    start_daemon mgr x
 
     for ((i = 0; i < OSD_COUNT; i++)); do
-        wait "${pids[i]}" || { cat "$LOGDIR/osd.$i.mkfs" >&2; die "ceph-osd -i $i --mkfs failed"; }
+        wait "${pids[i]}" || {
+            grep -v '^ *[0-9]*: \|^ *-\?[0-9]*> \|^$' "$LOGDIR/osd.$i.mkfs" | tail -n 12 >&2
+            die "ceph-osd -i $i --mkfs failed; see $LOGDIR/osd.$i.mkfs"
+        }
     done
     for ((i = 0; i < OSD_COUNT; i++)); do start_daemon osd "$i"; done
 
@@ -492,7 +522,11 @@ cmd_up() {
             restart_existing
             return 0
         fi
-        log "the cluster in $DIR is not (fully) running; memstore data is lost, recreating it"
+        if [[ -f $CREATED ]]; then
+            log "the cluster in $DIR is not (fully) running; memstore data is lost, recreating it"
+        else
+            log "the cluster in $DIR was never completely created; recreating it"
+        fi
         stop_all
         rm -rf -- "$DIR"
     fi
@@ -518,7 +552,6 @@ cmd_stop() {
             log "stopped the daemons of $DIR (folder kept)"
         fi
     fi
-    [[ $remove == 1 ]] && rm -f -- "$LOCK"
     return 0
 }
 
@@ -642,6 +675,6 @@ case ${1:-} in
     start-osd) cmd_start_osd "${2:-}" ;;
     stop-mon) cmd_stop_mon ;;
     start-mon) cmd_start_mon ;;
-    -h | --help | help) usage ;;
-    *) usage ;;
+    -h | --help | help | "") usage ;;
+    *) echo "vstart.sh: unknown command '$1'" >&2; usage ;;
 esac
