@@ -20,10 +20,26 @@ pub(crate) fn c_try(ret: impl Into<i64>, op: &'static str, target: impl FnOnce()
 /// on the pointers it passes.
 macro_rules! try_call {
     ($call:expr; $op:expr) => {
-        $crate::call::c_try(unsafe { $call }, $op, || None)
+        // SAFETY: the caller's pointers are valid for the call (see the macro docs).
+        $crate::call::c_try(
+            #[allow(clippy::undocumented_unsafe_blocks)]
+            unsafe {
+                $call
+            },
+            $op,
+            || None,
+        )
     };
     ($call:expr; $op:expr, $target:expr) => {
-        $crate::call::c_try(unsafe { $call }, $op, || Some(::std::string::ToString::to_string(&$target)))
+        $crate::call::c_try(
+            #[allow(clippy::undocumented_unsafe_blocks)]
+            // SAFETY: the caller's pointers are valid for the call (see the macro docs).
+            unsafe {
+                $call
+            },
+            $op,
+            || Some(::std::string::ToString::to_string(&$target)),
+        )
     };
 }
 pub(crate) use try_call;

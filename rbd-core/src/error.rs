@@ -132,6 +132,15 @@ pub struct Error {
     target: Option<Box<str>>,
     message: Option<Box<str>>,
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    recipe: Option<Box<RecipeContext>>,
+}
+
+/// Where in a recipe an error happened, and what went wrong while undoing.
+#[derive(Debug)]
+struct RecipeContext {
+    recipe: &'static str,
+    step: &'static str,
+    undo_errors: Vec<Error>,
 }
 
 /// The crate's result type.
@@ -148,6 +157,7 @@ impl Error {
             target: target.into().map(String::into_boxed_str),
             message: None,
             source: None,
+            recipe: None,
         }
     }
 
@@ -160,6 +170,7 @@ impl Error {
             target: None,
             message: Some(message.into().into_boxed_str()),
             source: None,
+            recipe: None,
         }
     }
 
@@ -214,6 +225,24 @@ impl Error {
         self.message.as_deref()
     }
 
+    /// Marks this error as the failure of `recipe`'s step `step`, with the errors met while
+    /// undoing (the original error stays the error; undo errors are attached).
+    #[must_use]
+    pub fn in_recipe(mut self, recipe: &'static str, step: &'static str, undo_errors: Vec<Error>) -> Error {
+        self.recipe = Some(Box::new(RecipeContext { recipe, step, undo_errors }));
+        self
+    }
+
+    /// `(recipe, step)` when this error ended a recipe step.
+    pub fn recipe_step(&self) -> Option<(&'static str, &'static str)> {
+        self.recipe.as_ref().map(|r| (r.recipe, r.step))
+    }
+
+    /// Errors met while undoing the recipe after this error (empty when the undo was clean).
+    pub fn undo_errors(&self) -> &[Error] {
+        self.recipe.as_ref().map_or(&[], |r| r.undo_errors.as_slice())
+    }
+
     /// True when the kind is `kind`.
     pub fn is(&self, kind: ErrorKind) -> bool {
         self.kind == kind
@@ -248,6 +277,9 @@ fn errno_name(errno: i32) -> &'static str {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(r) = &self.recipe {
+            write!(f, "recipe {} failed at step '{}': ", r.recipe, r.step)?;
+        }
         write!(f, "{}", self.op)?;
         if let Some(t) = &self.target {
             write!(f, "({t})")?;
@@ -256,7 +288,13 @@ impl fmt::Display for Error {
         if let Some(m) = &self.message {
             write!(f, ": {m}")?;
         }
-        write!(f, " (errno {}, {})", self.errno, errno_name(self.errno))
+        write!(f, " (errno {}, {})", self.errno, errno_name(self.errno))?;
+        if let Some(r) = &self.recipe {
+            for u in &r.undo_errors {
+                write!(f, "; undo also failed: {u}")?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -269,6 +307,7 @@ impl fmt::Debug for Error {
             .field("target", &self.target)
             .field("message", &self.message)
             .field("source", &self.source)
+            .field("recipe", &self.recipe)
             .finish()
     }
 }
@@ -300,12 +339,13 @@ impl From<std::io::Error> for Error {
             _ => ErrorKind::from_errno(errno),
         };
         Error {
-            errno: kind.default_errno().max(errno),
+            errno: if kind == ErrorKind::Malformed { libc::EBADMSG } else { errno },
             kind,
             op: "io",
             target: None,
             message: None,
             source: Some(Box::new(e)),
+            recipe: None,
         }
     }
 }

@@ -37,6 +37,7 @@ pub mod copy;
 pub mod diff;
 pub mod group;
 pub mod layering;
+pub mod recipes;
 pub mod lock;
 pub mod metadata;
 pub mod snapshot;

@@ -1,0 +1,7 @@
+//! OpenStack RBD recipes as typed, crash-safe operations, and the engine they share.
+//!
+//! Every recipe is a [`saga::Saga`]: ordered steps, each paired with its undo, with a failpoint
+//! at every step boundary ([`failpoint`]).
+
+pub mod failpoint;
+pub mod saga;
