@@ -7,8 +7,12 @@
 //! cargo run --example rbdlc -- --json info volumes/volume-1
 //! ```
 
+mod cinder;
 mod demo;
+mod diff;
+mod glance;
 mod info;
+mod nova;
 mod output;
 mod spec;
 
@@ -44,6 +48,18 @@ enum Cmd {
         /// POOL/IMAGE[@SNAP]
         spec: spec::Spec,
     },
+    /// Export, import and transfer RBD diffs (`rbd export-diff`/`import-diff` compatible).
+    #[command(subcommand)]
+    Diff(diff::Cmd),
+    /// Glance image recipes: upload, download, delete.
+    #[command(subcommand)]
+    Glance(glance::Cmd),
+    /// Nova instance-disk recipes: boot from image, VM snapshot, delete disks.
+    #[command(subcommand)]
+    Nova(nova::Cmd),
+    /// Cinder volume recipes: create, snapshot, delete, extend, revert.
+    #[command(subcommand)]
+    Cinder(cinder::Cmd),
 }
 
 fn main() -> ExitCode {
@@ -56,6 +72,10 @@ fn main() -> ExitCode {
     let result = Cluster::shared(cli.conf.as_deref(), &cli.id).and_then(|cluster| match &cli.cmd {
         Cmd::Demo(args) => demo::run(&cluster, args, &out),
         Cmd::Info { spec } => info::run(&cluster, spec, &out),
+        Cmd::Diff(c) => diff::run(&cluster, c, &out),
+        Cmd::Glance(c) => glance::run(&cluster, c, &out),
+        Cmd::Nova(c) => nova::run(&cluster, c, &out),
+        Cmd::Cinder(c) => cinder::run(&cluster, c, &out),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,4 +4,12 @@
 //! at every step boundary ([`failpoint`]).
 
 pub mod failpoint;
+pub mod flatten;
+pub mod provenance;
 pub mod saga;
+
+// Recipe modules (filled in by the recipe work).
+pub mod cinder;
+pub mod glance;
+pub mod location;
+pub mod nova;
