@@ -345,7 +345,7 @@ impl Image {
     /// Closes the handle (idempotent).
     fn close(&self, py: Python<'_>) -> PyResult<()> {
         let inner = self.inner.clone();
-        let r = py.detach(move || inner.lock().take().map(|img| img.close().map_err(|(_, e)| e)));
+        let r = py.detach(move || inner.lock().take().map(rbd_core::Image::close));
         match r {
             Some(r) => r.py(),
             None => Ok(()),

@@ -175,19 +175,16 @@ impl Image {
         Ok(img)
     }
 
-    /// Closes the handle, reporting `rbd_close` errors (Drop ignores them).
+    /// Closes the handle, reporting `rbd_close` errors (Drop ignores them). librbd releases
+    /// the handle even when it reports an error, so there is nothing to retry.
     ///
     /// # Errors
-    /// Returns the handle back with the error so the caller may retry or drop it.
-    pub fn close(mut self) -> std::result::Result<(), (Image, Error)> {
+    /// Errors from `rbd_close` (e.g. a failed flush of cached writes).
+    pub fn close(mut self) -> Result<()> {
         if let Some(raw) = self.raw.take() {
             // SAFETY: raw is open and closed once.
             let r = unsafe { rbd_raw::rbd_close(raw) };
-            if r < 0 {
-                let e = Error::from_errno(i64::from(r), "rbd_close", Some(self.spec()));
-                // librbd frees the handle even when close reports an error.
-                return Err((self, e));
-            }
+            crate::call::c_try(r, "rbd_close", || Some(self.spec()))?;
         }
         Ok(())
     }

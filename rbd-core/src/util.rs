@@ -88,7 +88,7 @@ mod tests {
                 return -(libc::ERANGE as i64);
             }
             // SAFETY: p points to at least 4 bytes here.
-            unsafe { std::ptr::copy_nonoverlapping(b"abc\0".as_ptr(), p, 4) };
+            unsafe { std::ptr::copy_nonoverlapping(c"abc".as_ptr().cast::<u8>(), p, 4) };
             *len = 4;
             0
         })

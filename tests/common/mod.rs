@@ -67,24 +67,26 @@ fn rbd_core_test_purge(pool: &Pool, name: &str) -> rbd_core::Result<()> {
     if !pool.image_exists(name)? {
         return Ok(());
     }
-    match pool.remove_image(name) {
-        Err(e) if e.kind() == rbd_core::ErrorKind::HasSnapshots || e.kind() == rbd_core::ErrorKind::Busy => {}
-        other => return other,
-    }
-    // Snapshots left: unprotect and remove them with the CLI (test cleanup only), then retry.
-    let conf = std::env::var("CEPH_CONF").unwrap_or_default();
-    let spec = format!("{}/{}", pool.name(), name);
-    let rbd = |args: &[&str]| {
-        std::process::Command::new("rbd").arg("-c").arg(&conf).arg("--id").arg(client_id()).args(args).output()
-    };
-    if let Ok(out) = rbd(&["snap", "ls", "--all", "--format", "json", &spec]) {
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        for part in text.split("\"name\":\"").skip(1) {
-            let snap = part.split('"').next().unwrap_or_default();
-            let _ = rbd(&["snap", "unprotect", &format!("{spec}@{snap}")]);
+    let img = Image::open(pool, name)?;
+    for s in img.snapshots().unwrap_or_default() {
+        if s.namespace == rbd_core::SnapNamespace::User {
+            if s.protected == Some(true) {
+                // Flatten clones of a protected snapshot so it can be unprotected.
+                for child in img.children_of_snap(&s.name).unwrap_or_default() {
+                    if let Ok(p) = Pool::open_ns(pool.cluster(), &child.pool, &child.pool_namespace) {
+                        if let Ok(c) = Image::open(&p, &child.image) {
+                            let _ = c.flatten();
+                        }
+                    }
+                }
+                let _ = img.snap_unprotect(&s.name);
+            }
+            let _ = img.snap_remove(&s.name);
+        } else {
+            let _ = img.snap_remove_by_id(s.id);
         }
     }
-    let _ = rbd(&["snap", "purge", &spec]);
+    drop(img);
     pool.remove_image(name)
 }
 
