@@ -21,4 +21,8 @@ echo "== Rust tests"
 cargo test --workspace --exclude rbd-core-python 2>&1 | tee target/rust-tests.log || status=1
 echo "== Python tests"
 .venv/bin/python -m pytest -q python/tests || status=1
+if [ "${RBD_TEST_FAST:-0}" != 1 ]; then
+  echo "== Fuzz smoke (diff stream parser, bounded)"
+  scripts/fuzz.sh "${RBD_FUZZ_SECONDS:-30}" || status=1
+fi
 exit $status
