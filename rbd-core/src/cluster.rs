@@ -1,5 +1,15 @@
 //! Cluster connections: build, connect with timeouts that work, fsid, stats, mon commands, and
 //! a process-wide cache so recipes share one connection per (conf, client).
+//!
+//! ```no_run
+//! use rbd_core::Cluster;
+//! // One connection per (conf, client) for the whole process:
+//! let a = Cluster::shared(None, "cinder")?;
+//! let b = Cluster::shared(None, "cinder")?;
+//! assert!(a.same_connection(&b));
+//! println!("fsid {} free {} bytes", a.fsid()?, a.stats()?.avail_bytes);
+//! # Ok::<(), rbd_core::Error>(())
+//! ```
 
 use std::collections::HashMap;
 use std::ffi::{c_char, CString};

@@ -1,5 +1,13 @@
 //! One error type for the whole crate: the errno, a kind a caller can match on, and what was
 //! being done to which pool/image/snapshot.
+//!
+//! ```
+//! use rbd_core::{Error, ErrorKind};
+//! let e = Error::from_errno(-16, "rbd_remove", Some("volumes/volume-1".to_string()));
+//! assert_eq!(e.kind(), ErrorKind::Busy);
+//! assert_eq!(e.errno(), 16);
+//! assert_eq!(e.to_string(), "rbd_remove(volumes/volume-1): busy (in use) (errno 16, EBUSY)");
+//! ```
 
 use std::fmt;
 

@@ -1,5 +1,15 @@
 //! Open images: open (read-write, read-only, at a snapshot by name or id, by id), stat and
 //! properties, resize, synchronous I/O with fadvise flags, flush, watchers.
+//!
+//! ```no_run
+//! use rbd_core::{Cluster, Image, Pool};
+//! let pool = Pool::open(&Cluster::shared(None, "admin")?, "volumes")?;
+//! let img = Image::open(&pool, "volume-1")?;
+//! img.resize(2 << 30, false)?;
+//! let at_snap = Image::open_at_snap(&pool, "volume-1", "snapshot-1")?;
+//! println!("{} bytes at the snapshot", at_snap.size()?);
+//! # Ok::<(), rbd_core::Error>(())
+//! ```
 
 use std::ffi::{c_char, c_int};
 use std::ptr;

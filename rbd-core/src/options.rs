@@ -1,5 +1,12 @@
 //! Image options (`rbd_image_options_t`) for create, clone, copy, deep copy: every option id
 //! Pacific knows, as a builder of plain Rust values.
+//!
+//! ```
+//! use rbd_core::{CloneFormat, Features, ImageOptions};
+//! let mut opts = ImageOptions::new();
+//! opts.order(23).features(Features::LAYERING | Features::EXCLUSIVE_LOCK).clone_format(CloneFormat::V2);
+//! assert_eq!(opts.get_clone_format(), Some(CloneFormat::V2));
+//! ```
 
 use librbd_sys as rbd_raw;
 

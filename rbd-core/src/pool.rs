@@ -1,5 +1,13 @@
 //! Pools (librados I/O contexts): open by name and namespace, list/create/remove/rename images,
 //! small RADOS object I/O (for metadata objects such as Cinder's `backup.<id>.meta`), and stats.
+//!
+//! ```no_run
+//! use rbd_core::{Cluster, ImageOptions, Pool};
+//! let pool = Pool::open(&Cluster::shared(None, "cinder")?, "volumes")?;
+//! pool.create_image("volume-1", 1 << 30, ImageOptions::new().order(22))?;
+//! pool.object_write_full("backup.1.meta", br#"{"version": 1}"#)?;
+//! # Ok::<(), rbd_core::Error>(())
+//! ```
 
 use std::ffi::{c_char, CString};
 use std::ptr;

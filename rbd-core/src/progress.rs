@@ -4,6 +4,17 @@
 //! librbd calls progress from its own threads, so the closure is `Send` and the trampoline
 //! catches panics: a panic never unwinds into C; it is stored and resumed after the C call
 //! returns.
+//!
+//! ```no_run
+//! use std::ops::ControlFlow;
+//! use rbd_core::{CancelToken, Cluster, Image, Pool, Progress};
+//! let pool = Pool::open(&Cluster::shared(None, "admin")?, "volumes")?;
+//! let img = Image::open(&pool, "volume-2")?;
+//! let token = CancelToken::new(); // another thread may call token.cancel()
+//! let mut report = |done: u64, total: u64| { eprintln!("{done}/{total}"); ControlFlow::Continue(()) };
+//! img.flatten_with_progress(&mut Progress::new(&mut report).with_cancel(token))?;
+//! # Ok::<(), rbd_core::Error>(())
+//! ```
 
 use std::any::Any;
 use std::ffi::{c_int, c_void};
