@@ -10,7 +10,9 @@
 mod cinder;
 mod demo;
 mod diff;
+mod flatten;
 mod glance;
+mod group;
 mod info;
 mod nova;
 mod output;
@@ -60,6 +62,12 @@ enum Cmd {
     /// Cinder volume recipes: create, snapshot, delete, extend, revert.
     #[command(subcommand)]
     Cinder(cinder::Cmd),
+    /// Consistency groups: create, add/remove volumes, group snapshots, restore.
+    #[command(subcommand)]
+    Group(group::Cmd),
+    /// Flatten through the cluster-wide throttle; show who holds the slots.
+    #[command(subcommand)]
+    Flatten(flatten::Cmd),
 }
 
 fn main() -> ExitCode {
@@ -76,6 +84,8 @@ fn main() -> ExitCode {
         Cmd::Glance(c) => glance::run(&cluster, c, &out),
         Cmd::Nova(c) => nova::run(&cluster, c, &out),
         Cmd::Cinder(c) => cinder::run(&cluster, c, &out),
+        Cmd::Group(c) => group::run(&cluster, c, &out),
+        Cmd::Flatten(c) => flatten::run(&cluster, c, &out),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -11,5 +11,8 @@ pub mod saga;
 // Recipe modules (filled in by the recipe work).
 pub mod cinder;
 pub mod glance;
+pub mod groups;
 pub mod location;
 pub mod nova;
+pub mod placement;
+pub mod throttle;
