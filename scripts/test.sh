@@ -9,12 +9,22 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 scripts/setup.sh
 
-export RBD_DEV_DIR=${RBD_TEST_DIR:-$ROOT/.ceph-dev/test}
-export RBD_DEV_MON_PORT=${RBD_TEST_MON_PORT:-40950}
-scripts/vstart.sh down >/dev/null 2>&1 || true
-trap 'scripts/vstart.sh down >/dev/null 2>&1 || true' EXIT
-scripts/vstart.sh up
-eval "$(scripts/vstart.sh env)"
+# Two throwaway clusters: the main one, and a second for cross-cluster transfer and backup.
+C1=${RBD_TEST_DIR:-$ROOT/.ceph-dev/test}
+C2=${RBD_TEST_DIR2:-$ROOT/.ceph-dev/test2}
+P1=${RBD_TEST_MON_PORT:-40950}
+P2=${RBD_TEST_MON_PORT2:-40970}
+down_all() {
+  RBD_DEV_DIR=$C1 scripts/vstart.sh down >/dev/null 2>&1 || true
+  RBD_DEV_DIR=$C2 scripts/vstart.sh down >/dev/null 2>&1 || true
+}
+down_all
+trap down_all EXIT
+RBD_DEV_DIR=$C2 RBD_DEV_MON_PORT=$P2 scripts/vstart.sh up
+eval "$(RBD_DEV_DIR=$C2 RBD_DEV_MON_PORT=$P2 scripts/vstart.sh env)"
+export RBD_TEST_CEPH_CONF2=$CEPH_CONF
+RBD_DEV_DIR=$C1 RBD_DEV_MON_PORT=$P1 scripts/vstart.sh up
+eval "$(RBD_DEV_DIR=$C1 RBD_DEV_MON_PORT=$P1 scripts/vstart.sh env)"
 
 status=0
 echo "== Rust tests"
