@@ -7,6 +7,7 @@
 //! cargo run --example rbdlc -- --json info volumes/volume-1
 //! ```
 
+mod backup;
 mod cinder;
 mod demo;
 mod diff;
@@ -62,6 +63,9 @@ enum Cmd {
     /// Cinder volume recipes: create, snapshot, delete, extend, revert.
     #[command(subcommand)]
     Cinder(cinder::Cmd),
+    /// Incremental backups across clusters (Cinder ceph backup layout): create, restore, delete, list, verify.
+    #[command(subcommand)]
+    Backup(backup::Cmd),
     /// Consistency groups: create, add/remove volumes, group snapshots, restore.
     #[command(subcommand)]
     Group(group::Cmd),
@@ -84,6 +88,7 @@ fn main() -> ExitCode {
         Cmd::Glance(c) => glance::run(&cluster, c, &out),
         Cmd::Nova(c) => nova::run(&cluster, c, &out),
         Cmd::Cinder(c) => cinder::run(&cluster, c, &out),
+        Cmd::Backup(c) => backup::run(&cluster, c, &out),
         Cmd::Group(c) => group::run(&cluster, c, &out),
         Cmd::Flatten(c) => flatten::run(&cluster, c, &out),
     });

@@ -9,10 +9,12 @@ pub mod provenance;
 pub mod saga;
 
 // Recipe modules (filled in by the recipe work).
+pub mod backup;
 pub mod cinder;
 pub mod glance;
 pub mod groups;
 pub mod location;
 pub mod nova;
 pub mod placement;
+pub mod reconcile;
 pub mod throttle;
