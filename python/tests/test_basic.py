@@ -23,7 +23,7 @@ def test_image_round_trip_and_errors(cluster):
             assert img.size() == 8 << 20
             assert img.write(bytearray(b"hello"), 4096) == 5
             assert img.read(4096, 5) == b"hello"
-            assert img.stat()["order"] == 22
+            assert img.stat().order == 22
         with pytest.raises(rbd_core.ImageExists) as ei:
             pool.create_image(name, 1 << 20)
         assert ei.value.errno == 17
