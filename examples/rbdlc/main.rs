@@ -17,6 +17,7 @@ mod group;
 mod info;
 mod nova;
 mod output;
+mod reconcile;
 mod spec;
 
 use std::path::PathBuf;
@@ -72,6 +73,8 @@ enum Cmd {
     /// Flatten through the cluster-wide throttle; show who holds the slots.
     #[command(subcommand)]
     Flatten(flatten::Cmd),
+    /// Find (and with --apply remove) what crashed recipes left behind; each finding says why.
+    Reconcile(reconcile::Args),
 }
 
 fn main() -> ExitCode {
@@ -91,6 +94,7 @@ fn main() -> ExitCode {
         Cmd::Backup(c) => backup::run(&cluster, c, &out),
         Cmd::Group(c) => group::run(&cluster, c, &out),
         Cmd::Flatten(c) => flatten::run(&cluster, c, &out),
+        Cmd::Reconcile(a) => reconcile::run(&cluster, a, &out),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
