@@ -133,9 +133,15 @@ fn tour_steps(tour: &mut Tour<'_>, args: &Args, p: &Pools, created: &mut Created
     tour.step(format!("cinder volume {} from image <- {}", a.name, a.parent.clone().unwrap_or_default()), json!({}));
     let b = cinder::create_from_volume(&p.volumes, &vol("a"), &vol("b"), size * 2, args.max_clone_depth)?;
     created.volumes.push(vol("b"));
-    tour.step(format!("cinder volume {} from volume <- {} (depth {})", b.name, b.parent.clone().unwrap_or_default(), b.depth), json!({}));
+    tour.step(
+        format!("cinder volume {} from volume <- {} (depth {})", b.name, b.parent.clone().unwrap_or_default(), b.depth),
+        json!({}),
+    );
     let s = cinder::create_snapshot(&p.volumes, &vol("b"), "s1")?;
-    tour.step(format!("cinder snapshot {}@{} (protected)", b.name, cinder::snapshot_name("s1")), json!({"snapshot": format!("{s:?}")}));
+    tour.step(
+        format!("cinder snapshot {}@{} (protected)", b.name, cinder::snapshot_name("s1")),
+        json!({"snapshot": format!("{s:?}")}),
+    );
     let c = cinder::create_from_snapshot(&p.volumes, &vol("b"), "s1", &vol("c"), size * 2, false)?;
     created.volumes.push(vol("c"));
     tour.step(format!("cinder volume {} from snapshot <- {}", c.name, c.parent.clone().unwrap_or_default()), json!({}));
@@ -157,13 +163,19 @@ fn tour_steps(tour: &mut Tour<'_>, args: &Args, p: &Pools, created: &mut Created
 
     // 6. Glance refuses to delete an image that still has clones (the VMs, volume a).
     match store.delete(&up.location) {
-        Err(e) => tour.step(format!("glance delete refused while clones exist: {}", e.kind_name()), json!({"error": e.to_string()})),
+        Err(e) => tour.step(
+            format!("glance delete refused while clones exist: {}", e.kind_name()),
+            json!({"error": e.to_string()}),
+        ),
         Ok(o) => tour.step(format!("glance delete unexpectedly succeeded: {o:?}"), json!({})),
     }
 
     // 7. Cinder snapshot delete with children: flatten them, then delete.
     let d = cinder::delete_snapshot(&p.volumes, &vol("b"), "s1", ChildrenPolicy::Flatten)?;
-    tour.step(format!("cinder delete snapshot {}@snapshot-s1 (children flattened first)", b.name), json!({"result": format!("{d:?}")}));
+    tour.step(
+        format!("cinder delete snapshot {}@snapshot-s1 (children flattened first)", b.name),
+        json!({"result": format!("{d:?}")}),
+    );
     Ok(())
 }
 
@@ -192,11 +204,17 @@ fn clean_up(tour: &mut Tour<'_>, p: &Pools, created: &Created) -> Vec<String> {
         }
     }
     if !created.volumes.is_empty() {
-        tour.step(format!("cinder delete {} volumes (oldest first)", created.volumes.len()), json!({"outcomes": outcomes}));
+        tour.step(
+            format!("cinder delete {} volumes (oldest first)", created.volumes.len()),
+            json!({"outcomes": outcomes}),
+        );
     }
     for inst in &created.instances {
         match nova::delete_instance_disks(&p.vms, inst, &RetryPolicy::default()) {
-            Ok(r) => tour.step(format!("nova delete disks of {inst}"), json!({"disks": r.iter().map(|d| format!("{} {:?}", d.name, d.outcome)).collect::<Vec<_>>()})),
+            Ok(r) => tour.step(
+                format!("nova delete disks of {inst}"),
+                json!({"disks": r.iter().map(|d| format!("{} {:?}", d.name, d.outcome)).collect::<Vec<_>>()}),
+            ),
             Err(e) => leftovers.push(format!("instance {inst}: {e}")),
         }
     }

@@ -31,9 +31,11 @@
 //! **Snapshot** (`nova.snapshot`, steps [`SNAPSHOT_STEPS`], Nova's `direct_snapshot`):
 //! `rbd snap create vms/<disk>@<tmp>` and `rbd snap protect`, where `<tmp>` is a uuid4 in hex
 //! (32 lower-case hex digits, no dashes: the name Nova uses, so leftovers are recognisable by
-//! that shape on an instance disk) → `rbd clone vms/<disk>@<tmp> images/<new id>`, marked
-//! half-made with the provenance key [`crate::recipes::provenance::KEY`] (recipe
-//! `nova.snapshot`) → `rbd flatten images/<new id>` through the
+//! that shape on an instance disk) → an intent marker naming `images/<new id>` on the disk
+//! (librbd copies image metadata into clones, so the clone is born carrying it) →
+//! `rbd clone vms/<disk>@<tmp> images/<new id>`, marked half-made with the provenance key
+//! [`crate::recipes::provenance::KEY`] (recipe `nova.snapshot`; the disk's intent marker is
+//! cleared) → `rbd flatten images/<new id>` through the
 //! [`crate::recipes::flatten::FlattenGate`] → `rbd snap unprotect` and `rbd snap rm` of
 //! `<tmp>` → `rbd snap create images/<new id>@snap` and `rbd snap protect` → clear the mark.
 //! Unlike Nova, a failure at **any** step (also after the clone) removes the half-made image and
@@ -75,9 +77,10 @@ pub const DEFAULT_DISK: &str = "disk";
 pub const BOOT_STEPS: [&str; 2] = ["clone", "resize"];
 
 /// Step names of the snapshot recipe, in order; failpoints are `nova.snapshot.<step>`.
-pub const SNAPSHOT_STEPS: [&str; 9] = [
+pub const SNAPSHOT_STEPS: [&str; 10] = [
     "create_temp_snap",
     "protect_temp_snap",
+    "mark_disk",
     "clone",
     "mark",
     "flatten",
@@ -86,6 +89,15 @@ pub const SNAPSHOT_STEPS: [&str; 9] = [
     "protect_snap",
     "unmark",
 ];
+
+/// Removes the provenance marker from `pool/image` when both exist.
+fn clear_marker_if_exists(pool: &Pool, image: &str) -> Result<()> {
+    match Image::open(pool, image) {
+        Ok(img) => Marker::clear(&img),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
 
 /// Why an image location cannot be cloned (see [`is_cloneable`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -410,12 +422,19 @@ impl InstanceSnapshot {
             || Image::open(pool, disk)?.snap_protect(tmp),
             || unprotect_if_protected(pool, disk, tmp),
         )?;
+        // The clone must never exist unmarked: librbd copies image metadata into a new clone, so
+        // an intent marker naming the clone, written on the disk first, is born on the clone.
+        let intent = Marker::new("nova.snapshot", &format!("{}/{image_id}", glance.name()), "clone");
+        s.step("mark_disk", || intent.apply(&Image::open(pool, disk)?), || clear_marker_if_exists(pool, disk))?;
         s.step(
             "clone",
             || clone_image(pool, disk, tmp, glance, image_id, &opts),
             || remove_image_if_exists(glance, image_id),
         )?;
-        s.check("mark", || Marker::new("nova.snapshot", image_id, "clone").apply(&Image::open(glance, image_id)?))?;
+        s.check("mark", || {
+            Marker::new("nova.snapshot", image_id, "clone").apply(&Image::open(glance, image_id)?)?;
+            clear_marker_if_exists(pool, disk)
+        })?;
         s.check("flatten", || gate.flatten(&Image::open(glance, image_id)?, progress))?;
         s.check("remove_temp_snap", || {
             let img = Image::open(pool, disk)?;

@@ -62,6 +62,28 @@ impl Marker {
         (!m.recipe.is_empty()).then_some(m)
     }
 
+    /// True when this marker is an intent record for ANOTHER image: its id is `pool/image` and
+    /// names something other than `pool/image` given here.
+    ///
+    /// A recipe that clones writes a marker whose id is the clone's `pool/image` on the SOURCE
+    /// just before cloning: librbd copies image metadata into a new clone, so the clone is born
+    /// marked and there is no window in which it exists unmarked. On the source such a marker
+    /// proves nothing about the source itself, so `reconcile` ignores it there.
+    ///
+    /// ```
+    /// use rbd_core::recipes::provenance::Marker;
+    /// let m = Marker::new("nova.snapshot", "images/new-img", "clone");
+    /// assert!(m.names_other_image("vms", "uuid_disk"));
+    /// assert!(!m.names_other_image("images", "new-img"));
+    /// assert!(!Marker::new("glance.upload", "img-1", "create").names_other_image("images", "img-1"));
+    /// ```
+    pub fn names_other_image(&self, pool: &str, image: &str) -> bool {
+        match self.id.split_once('/') {
+            Some((p, i)) => p != pool || i != image,
+            None => false,
+        }
+    }
+
     /// Writes this marker on `image`.
     ///
     /// # Errors

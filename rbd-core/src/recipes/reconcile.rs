@@ -661,7 +661,9 @@ impl<'r> Scan<'r> {
                 };
                 let id = img.id()?;
                 let marker = match img.metadata_get(MARKER_KEY) {
-                    Ok(v) => Marker::parse(&v).map(|m| (v, m)),
+                    // An intent record naming another image (the source of a clone) proves
+                    // nothing about this one (Marker::names_other_image).
+                    Ok(v) => Marker::parse(&v).filter(|m| !m.names_other_image(pool.name(), &name)).map(|m| (v, m)),
                     Err(e) if e.kind() == ErrorKind::NotFound => None,
                     Err(e) => return Err(e),
                 };
@@ -1401,7 +1403,7 @@ fn child_is_marked(parent_pool: &Pool, c: &crate::ChildInfo) -> Result<bool> {
         r => r?,
     };
     match img.metadata_get(MARKER_KEY) {
-        Ok(v) => Ok(Marker::parse(&v).is_some()),
+        Ok(v) => Ok(Marker::parse(&v).is_some_and(|m| !m.names_other_image(&c.pool, &c.image))),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
         Err(e) => Err(e),
     }
