@@ -133,10 +133,18 @@ mod tests {
         let log_ref = &log;
         let mut s = Saga::new("t");
         for n in ["a", "b"] {
-            s.step(n, || Ok(()), move || {
-                log_ref.borrow_mut().push(n);
-                if n == "b" { Err(Error::invalid("undo", "undo b failed")) } else { Ok(()) }
-            })
+            s.step(
+                n,
+                || Ok(()),
+                move || {
+                    log_ref.borrow_mut().push(n);
+                    if n == "b" {
+                        Err(Error::invalid("undo", "undo b failed"))
+                    } else {
+                        Ok(())
+                    }
+                },
+            )
             .unwrap();
         }
         let e = s.step("c", || Err::<(), _>(Error::new(ErrorKind::NoSpace, "write", "full")), || Ok(())).unwrap_err();
@@ -152,11 +160,27 @@ mod tests {
         let log = RefCell::new(0);
         {
             let mut s = Saga::new("t");
-            s.step("a", || Ok(()), || { *log.borrow_mut() += 1; Ok(()) }).unwrap();
+            s.step(
+                "a",
+                || Ok(()),
+                || {
+                    *log.borrow_mut() += 1;
+                    Ok(())
+                },
+            )
+            .unwrap();
         }
         assert_eq!(*log.borrow(), 1);
         let mut s = Saga::new("t");
-        s.step("a", || Ok(()), || { *log.borrow_mut() += 1; Ok(()) }).unwrap();
+        s.step(
+            "a",
+            || Ok(()),
+            || {
+                *log.borrow_mut() += 1;
+                Ok(())
+            },
+        )
+        .unwrap();
         s.commit().unwrap();
         assert_eq!(*log.borrow(), 1, "commit keeps the work");
     }
@@ -167,8 +191,25 @@ mod tests {
         let ran = RefCell::new(false);
         let undone = RefCell::new(false);
         let mut s = Saga::new("fp-test");
-        s.step("a", || Ok(()), || { *undone.borrow_mut() = true; Ok(()) }).unwrap();
-        let e = s.step("b", || { *ran.borrow_mut() = true; Ok(()) }, || Ok(())).unwrap_err();
+        s.step(
+            "a",
+            || Ok(()),
+            || {
+                *undone.borrow_mut() = true;
+                Ok(())
+            },
+        )
+        .unwrap();
+        let e = s
+            .step(
+                "b",
+                || {
+                    *ran.borrow_mut() = true;
+                    Ok(())
+                },
+                || Ok(()),
+            )
+            .unwrap_err();
         failpoint::clear("fp-test.b");
         assert!(!*ran.borrow());
         assert!(*undone.borrow());
