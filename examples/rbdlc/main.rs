@@ -39,8 +39,25 @@ struct Cli {
     /// Print one JSON object with the result on stdout.
     #[arg(long, global = true)]
     json: bool,
+    /// Route every recipe flatten through the cluster-wide throttle with this many slots
+    /// (0: flatten directly).
+    #[arg(long, global = true, default_value_t = 0, env = "RBDLC_FLATTEN_SLOTS")]
+    flatten_slots: usize,
+    /// Pool holding the throttle's slot images (the client needs write caps there).
+    #[arg(long, global = true, default_value = "rbd", env = "RBDLC_SLOT_POOL")]
+    slot_pool: String,
     #[command(subcommand)]
     cmd: Cmd,
+}
+
+/// Installs the cluster-wide flatten throttle as the process-wide flatten gate when asked.
+fn install_throttle(cluster: &Cluster, cli: &Cli) -> rbd_core::Result<()> {
+    if cli.flatten_slots > 0 {
+        let pool = rbd_core::Pool::open(cluster, &cli.slot_pool)?;
+        let throttle = rbd_core::recipes::throttle::Throttle::new(&pool, cli.flatten_slots)?;
+        rbd_core::recipes::flatten::set_default_gate(std::sync::Arc::new(throttle));
+    }
+    Ok(())
 }
 
 #[derive(Subcommand)]
@@ -84,18 +101,20 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let out = output::Out { json: cli.json };
-    let result = Cluster::shared(cli.conf.as_deref(), &cli.id).and_then(|cluster| match &cli.cmd {
-        Cmd::Demo(args) => demo::run(&cluster, args, &out),
-        Cmd::Info { spec } => info::run(&cluster, spec, &out),
-        Cmd::Diff(c) => diff::run(&cluster, c, &out),
-        Cmd::Glance(c) => glance::run(&cluster, c, &out),
-        Cmd::Nova(c) => nova::run(&cluster, c, &out),
-        Cmd::Cinder(c) => cinder::run(&cluster, c, &out),
-        Cmd::Backup(c) => backup::run(&cluster, c, &out),
-        Cmd::Group(c) => group::run(&cluster, c, &out),
-        Cmd::Flatten(c) => flatten::run(&cluster, c, &out),
-        Cmd::Reconcile(a) => reconcile::run(&cluster, a, &out),
-    });
+    let result = Cluster::shared(cli.conf.as_deref(), &cli.id)
+        .and_then(|cluster| install_throttle(&cluster, &cli).map(|()| cluster))
+        .and_then(|cluster| match &cli.cmd {
+            Cmd::Demo(args) => demo::run(&cluster, args, &out),
+            Cmd::Info { spec } => info::run(&cluster, spec, &out),
+            Cmd::Diff(c) => diff::run(&cluster, c, &out),
+            Cmd::Glance(c) => glance::run(&cluster, c, &out),
+            Cmd::Nova(c) => nova::run(&cluster, c, &out),
+            Cmd::Cinder(c) => cinder::run(&cluster, c, &out),
+            Cmd::Backup(c) => backup::run(&cluster, c, &out),
+            Cmd::Group(c) => group::run(&cluster, c, &out),
+            Cmd::Flatten(c) => flatten::run(&cluster, c, &out),
+            Cmd::Reconcile(a) => reconcile::run(&cluster, a, &out),
+        });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
