@@ -16,6 +16,7 @@ use pyo3::prelude::*;
 mod cluster;
 mod copy;
 mod diff;
+mod diffio;
 mod errors;
 mod group;
 mod image;
@@ -25,6 +26,10 @@ mod logging;
 mod metadata;
 mod pool;
 mod progress;
+mod pyio;
+mod recipes_cinder;
+mod recipes_glance;
+mod recipes_nova;
 mod snapshot;
 mod trash;
 mod util;
@@ -76,5 +81,82 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(layering::clone, m)?)?;
     m.add_function(wrap_pyfunction!(logging::reset_logging, m)?)?;
     m.add_function(wrap_pyfunction!(errors::_raise_test_error, m)?)?;
+    register_recipes(m)?;
+    Ok(())
+}
+
+/// The recipes and the diff engine (re-exported by `rbd_core.glance`, `.nova`, `.cinder` and
+/// `.diff`).
+fn register_recipes(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    use rbd_core::recipes::{glance, nova};
+    let py = m.py();
+    // glance
+    m.add_class::<recipes_glance::Location>()?;
+    m.add_class::<recipes_glance::UploadedImage>()?;
+    m.add_class::<recipes_glance::GlanceDeleteOutcome>()?;
+    m.add_class::<recipes_glance::ImageDownload>()?;
+    m.add_function(wrap_pyfunction!(recipes_glance::glance_upload, m)?)?;
+    m.add_function(wrap_pyfunction!(recipes_glance::glance_download, m)?)?;
+    m.add_function(wrap_pyfunction!(recipes_glance::glance_open_download, m)?)?;
+    m.add_function(wrap_pyfunction!(recipes_glance::glance_delete, m)?)?;
+    m.add_function(wrap_pyfunction!(recipes_glance::_failpoint_set, m)?)?;
+    m.add_function(wrap_pyfunction!(recipes_glance::_failpoint_clear, m)?)?;
+    m.add("GLANCE_SNAP_NAME", glance::SNAP_NAME)?;
+    m.add("GLANCE_UPLOAD_STEPS", pyo3::types::PyTuple::new(py, glance::UPLOAD_STEPS)?)?;
+    m.add("GLANCE_DELETE_STEPS", pyo3::types::PyTuple::new(py, glance::DELETE_STEPS)?)?;
+    // nova
+    m.add_class::<recipes_nova::NotCloneable>()?;
+    m.add_class::<recipes_nova::Cloneability>()?;
+    m.add_class::<recipes_nova::BootedDisk>()?;
+    m.add_class::<recipes_nova::SnapshotImage>()?;
+    m.add_class::<recipes_nova::DiskOutcome>()?;
+    m.add_class::<recipes_nova::DiskDeletion>()?;
+    m.add_function(wrap_pyfunction!(recipes_nova::nova_is_cloneable, m)?)?;
+    m.add_function(wrap_pyfunction!(recipes_nova::nova_boot_disk, m)?)?;
+    m.add_function(wrap_pyfunction!(recipes_nova::nova_snapshot_instance, m)?)?;
+    m.add_function(wrap_pyfunction!(recipes_nova::nova_delete_instance_disks, m)?)?;
+    m.add_function(wrap_pyfunction!(recipes_nova::nova_resize_snapshot, m)?)?;
+    m.add_function(wrap_pyfunction!(recipes_nova::nova_revert_resize, m)?)?;
+    m.add_function(wrap_pyfunction!(recipes_nova::nova_confirm_resize, m)?)?;
+    m.add("NOVA_RESIZE_SNAP", nova::RESIZE_SNAP)?;
+    m.add("NOVA_BOOT_STEPS", pyo3::types::PyTuple::new(py, nova::BOOT_STEPS)?)?;
+    m.add("NOVA_SNAPSHOT_STEPS", pyo3::types::PyTuple::new(py, nova::SNAPSHOT_STEPS)?)?;
+    // cinder
+    m.add_class::<recipes_cinder::DepthRule>()?;
+    m.add_class::<recipes_cinder::ChildrenPolicy>()?;
+    m.add_class::<recipes_cinder::VolumeDeleteOutcome>()?;
+    m.add_class::<recipes_cinder::Volume>()?;
+    m.add_class::<recipes_cinder::VolumeSnapshot>()?;
+    m.add_class::<recipes_cinder::SnapshotDeletion>()?;
+    m.add_class::<recipes_cinder::VolumeDeletion>()?;
+    m.add_class::<recipes_cinder::PoolCapacity>()?;
+    m.add_function(wrap_pyfunction!(recipes_cinder::cinder_create, m)?)?;
+    m.add_function(wrap_pyfunction!(recipes_cinder::cinder_create_from_snapshot, m)?)?;
+    m.add_function(wrap_pyfunction!(recipes_cinder::cinder_create_from_image, m)?)?;
+    m.add_function(wrap_pyfunction!(recipes_cinder::cinder_create_from_volume, m)?)?;
+    m.add_function(wrap_pyfunction!(recipes_cinder::cinder_create_snapshot, m)?)?;
+    m.add_function(wrap_pyfunction!(recipes_cinder::cinder_delete_snapshot, m)?)?;
+    m.add_function(wrap_pyfunction!(recipes_cinder::cinder_delete_volume, m)?)?;
+    m.add_function(wrap_pyfunction!(recipes_cinder::cinder_extend, m)?)?;
+    m.add_function(wrap_pyfunction!(recipes_cinder::cinder_revert_to_snapshot, m)?)?;
+    m.add_function(wrap_pyfunction!(recipes_cinder::cinder_manage_existing, m)?)?;
+    m.add_function(wrap_pyfunction!(recipes_cinder::cinder_pool_capacity, m)?)?;
+    m.add_function(wrap_pyfunction!(recipes_cinder::cinder_volume_info, m)?)?;
+    m.add_function(wrap_pyfunction!(recipes_cinder::cinder_clone_depth, m)?)?;
+    m.add_function(wrap_pyfunction!(recipes_cinder::cinder_volume_name, m)?)?;
+    m.add_function(wrap_pyfunction!(recipes_cinder::cinder_snapshot_name, m)?)?;
+    m.add_function(wrap_pyfunction!(recipes_cinder::cinder_clone_snap_name, m)?)?;
+    m.add_function(wrap_pyfunction!(recipes_cinder::cinder_is_backup_snap, m)?)?;
+    // diff engine
+    m.add_class::<diffio::ExportStats>()?;
+    m.add_class::<diffio::ImportStats>()?;
+    m.add_class::<diffio::TransferStats>()?;
+    m.add_function(wrap_pyfunction!(diffio::export_diff, m)?)?;
+    m.add_function(wrap_pyfunction!(diffio::import_diff, m)?)?;
+    m.add_function(wrap_pyfunction!(diffio::export_image, m)?)?;
+    m.add_function(wrap_pyfunction!(diffio::import_image, m)?)?;
+    m.add_function(wrap_pyfunction!(diffio::transfer, m)?)?;
+    m.add_function(wrap_pyfunction!(diffio::rollback_to_from_snap, m)?)?;
+    m.add("DIFF_STREAM_OP", rbd_core::stream::STREAM_OP)?;
     Ok(())
 }

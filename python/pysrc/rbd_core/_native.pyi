@@ -3,7 +3,7 @@
 import datetime
 import os
 from types import TracebackType
-from typing import Callable, ClassVar, Iterable, Mapping, Self, final
+from typing import Callable, ClassVar, Iterable, Mapping, Protocol, Self, final
 
 from typing_extensions import Buffer
 
@@ -14,10 +14,37 @@ __all__ = [
     "GroupRef", "LockMode", "LockOwner", "Locker", "Lockers", "ExclusiveLock", "AdvisoryLock",
     "ConfigOption", "ConfigSource", "QosLimits", "DiffExtent", "librbd_version", "clone", "reset_logging",
     "_raise_test_error",
+    # recipes_glance.rs
+    "Location", "UploadedImage", "GlanceDeleteOutcome", "ImageDownload", "glance_upload", "glance_download",
+    "glance_open_download", "glance_delete", "_failpoint_set", "_failpoint_clear", "GLANCE_SNAP_NAME",
+    "GLANCE_UPLOAD_STEPS", "GLANCE_DELETE_STEPS",
+    # recipes_nova.rs
+    "NotCloneable", "Cloneability", "BootedDisk", "SnapshotImage", "DiskOutcome", "DiskDeletion",
+    "nova_is_cloneable", "nova_boot_disk", "nova_snapshot_instance", "nova_delete_instance_disks",
+    "nova_resize_snapshot", "nova_revert_resize", "nova_confirm_resize", "NOVA_RESIZE_SNAP", "NOVA_BOOT_STEPS",
+    "NOVA_SNAPSHOT_STEPS",
+    # recipes_cinder.rs
+    "DepthRule", "ChildrenPolicy", "VolumeDeleteOutcome", "Volume", "VolumeSnapshot", "SnapshotDeletion",
+    "VolumeDeletion", "PoolCapacity", "cinder_create", "cinder_create_from_snapshot", "cinder_create_from_image",
+    "cinder_create_from_volume", "cinder_create_snapshot", "cinder_delete_snapshot", "cinder_delete_volume",
+    "cinder_extend", "cinder_revert_to_snapshot", "cinder_manage_existing", "cinder_pool_capacity",
+    "cinder_volume_info", "cinder_clone_depth", "cinder_volume_name", "cinder_snapshot_name",
+    "cinder_clone_snap_name", "cinder_is_backup_snap",
+    # diffio.rs
+    "ExportStats", "ImportStats", "TransferStats", "export_diff", "import_diff", "export_image", "import_image",
+    "transfer", "rollback_to_from_snap", "DIFF_STREAM_OP",
 ]
 
 _Progress = Callable[[int, int], bool | None] | None
 _PathLike = str | os.PathLike[str]
+# A binary file object as the recipes and the diff engine accept it (read side / write side).
+class _Reader(Protocol):
+    def read(self, n: int, /) -> bytes | bytearray | memoryview | None: ...
+
+class _Writer(Protocol):
+    def write(self, b: bytes, /) -> int | None: ...
+
+_Location = Location | str
 
 # -- cluster ----------------------------------------------------------------------------
 @final
@@ -613,6 +640,491 @@ class DiffExtent:
     def exists(self) -> bool: ...
     @property
     def end(self) -> int: ...
+
+# -- recipes: glance --------------------------------------------------------------------
+@final
+class Location:
+    def __new__(cls, fsid: str, pool: str, image: str, snap: str) -> Location: ...
+    @staticmethod
+    def parse(url: str) -> Location: ...
+    @staticmethod
+    def legacy(image: str) -> Location: ...
+    @property
+    def fsid(self) -> str | None: ...
+    @property
+    def pool(self) -> str | None: ...
+    @property
+    def image(self) -> str: ...
+    @property
+    def snap(self) -> str | None: ...
+    def is_legacy(self) -> bool: ...
+    def spec(self) -> str: ...
+
+@final
+class UploadedImage:
+    @property
+    def location(self) -> Location: ...
+    @property
+    def bytes_written(self) -> int: ...
+    @property
+    def bytes_stored(self) -> int: ...
+    @property
+    def checksum(self) -> str | None: ...
+    @property
+    def multihash(self) -> str | None: ...
+    @property
+    def hash_algo(self) -> str: ...
+
+@final
+class GlanceDeleteOutcome:
+    @property
+    def image_id(self) -> str | None: ...
+    @property
+    def removed(self) -> bool: ...
+    @property
+    def trashed(self) -> bool: ...
+
+@final
+class ImageDownload:
+    def read(self, size: int | None = ...) -> bytes: ...
+    def readall(self) -> bytes: ...
+    def readinto(self, buffer: Buffer) -> int: ...
+    def tell(self) -> int: ...
+    def readable(self) -> bool: ...
+    def seekable(self) -> bool: ...
+    def writable(self) -> bool: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def data_bytes(self) -> int: ...
+    @property
+    def closed(self) -> bool: ...
+    def close(self) -> None: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(
+        self,
+        _exc_type: type[BaseException] | None = None,
+        _exc: BaseException | None = None,
+        _tb: TracebackType | None = None,
+    ) -> bool: ...
+
+GLANCE_SNAP_NAME: str
+GLANCE_UPLOAD_STEPS: tuple[str, ...]
+GLANCE_DELETE_STEPS: tuple[str, ...]
+
+def glance_upload(
+    pool: Pool,
+    image_id: str,
+    data: Buffer | _PathLike | _Reader,
+    size: int | None = None,
+    hash: str | None = "sha512",
+    checksum: bool = True,
+    on_progress: _Progress = None,
+    cancel: CancelToken | None = None,
+    order: int | None = None,
+    features: int | None = None,
+    thin: bool = True,
+    sparse_size: int | None = None,
+    in_flight: int | None = None,
+    hash_thread: bool = True,
+) -> UploadedImage: ...
+def glance_download(
+    pool: Pool,
+    location: _Location,
+    dest: _PathLike | _Writer,
+    on_progress: _Progress = None,
+    cancel: CancelToken | None = None,
+    in_flight: int | None = None,
+    order: int | None = None,
+) -> int: ...
+def glance_open_download(
+    pool: Pool, location: _Location, in_flight: int | None = None, order: int | None = None
+) -> ImageDownload: ...
+def glance_delete(pool: Pool, location: _Location) -> GlanceDeleteOutcome: ...
+def _failpoint_set(name: str, action: str = "error") -> None: ...
+def _failpoint_clear(name: str) -> None: ...
+
+# -- recipes: nova ----------------------------------------------------------------------
+@final
+class NotCloneable:
+    BadLocation: ClassVar[NotCloneable]
+    Legacy: ClassVar[NotCloneable]
+    OtherCluster: ClassVar[NotCloneable]
+    NotRaw: ClassVar[NotCloneable]
+    Unreadable: ClassVar[NotCloneable]
+    def __int__(self) -> int: ...
+
+@final
+class Cloneability:
+    @property
+    def cloneable(self) -> bool: ...
+    @property
+    def location(self) -> Location | None: ...
+    @property
+    def reason(self) -> NotCloneable | None: ...
+    @property
+    def detail(self) -> str | None: ...
+    @property
+    def error_kind(self) -> str | None: ...
+    def __bool__(self) -> bool: ...
+
+@final
+class BootedDisk:
+    @property
+    def pool(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def parent(self) -> str: ...
+    @property
+    def size(self) -> int: ...
+
+@final
+class SnapshotImage:
+    @property
+    def location(self) -> Location: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def temp_snap(self) -> str: ...
+
+@final
+class DiskOutcome:
+    Removed: ClassVar[DiskOutcome]
+    NotFound: ClassVar[DiskOutcome]
+    Busy: ClassVar[DiskOutcome]
+    Error: ClassVar[DiskOutcome]
+    def __int__(self) -> int: ...
+
+@final
+class DiskDeletion:
+    @property
+    def name(self) -> str: ...
+    @property
+    def outcome(self) -> DiskOutcome: ...
+    @property
+    def attempts(self) -> int: ...
+    @property
+    def removed_resize_snap(self) -> bool: ...
+    @property
+    def error_kind(self) -> str | None: ...
+    @property
+    def error(self) -> str | None: ...
+
+NOVA_RESIZE_SNAP: str
+NOVA_BOOT_STEPS: tuple[str, ...]
+NOVA_SNAPSHOT_STEPS: tuple[str, ...]
+
+def nova_is_cloneable(cluster: Cluster, location: _Location, disk_format: str = "raw") -> Cloneability: ...
+def nova_boot_disk(
+    location: _Location,
+    pool: Pool,
+    instance_uuid: str,
+    disk_name: str = "disk",
+    size: int | None = None,
+    features: int | None = None,
+) -> BootedDisk: ...
+def nova_snapshot_instance(
+    pool: Pool,
+    disk: str,
+    glance_pool: str,
+    new_image_id: str,
+    features: int | None = None,
+    on_progress: _Progress = None,
+    cancel: CancelToken | None = None,
+) -> SnapshotImage: ...
+def nova_delete_instance_disks(
+    pool: Pool, instance_uuid: str, attempts: int = 12, initial: float = 1.0, max: float = 5.0
+) -> list[DiskDeletion]: ...
+def nova_resize_snapshot(pool: Pool, disk: str) -> None: ...
+def nova_revert_resize(pool: Pool, disk: str, on_progress: _Progress = None, cancel: CancelToken | None = None) -> None: ...
+def nova_confirm_resize(pool: Pool, disk: str) -> bool: ...
+
+# -- recipes: cinder --------------------------------------------------------------------
+@final
+class DepthRule:
+    AllAncestors: ClassVar[DepthRule]
+    CinderCloneSnapOnly: ClassVar[DepthRule]
+    def __int__(self) -> int: ...
+
+@final
+class ChildrenPolicy:
+    Flatten: ClassVar[ChildrenPolicy]
+    Refuse: ClassVar[ChildrenPolicy]
+    def __int__(self) -> int: ...
+
+@final
+class VolumeDeleteOutcome:
+    Removed: ClassVar[VolumeDeleteOutcome]
+    Trashed: ClassVar[VolumeDeleteOutcome]
+    RenamedDeleted: ClassVar[VolumeDeleteOutcome]
+    NotFound: ClassVar[VolumeDeleteOutcome]
+    def __int__(self) -> int: ...
+
+@final
+class Volume:
+    @property
+    def pool(self) -> str: ...
+    @property
+    def volume_id(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def parent(self) -> str | None: ...
+    @property
+    def depth(self) -> int: ...
+    @property
+    def flattened(self) -> bool: ...
+
+@final
+class VolumeSnapshot:
+    @property
+    def pool(self) -> str: ...
+    @property
+    def volume(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def protected(self) -> bool: ...
+
+@final
+class SnapshotDeletion:
+    @property
+    def snapshot(self) -> str: ...
+    @property
+    def removed(self) -> bool: ...
+    @property
+    def flattened_children(self) -> list[str]: ...
+
+@final
+class VolumeDeletion:
+    @property
+    def outcome(self) -> VolumeDeleteOutcome: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def trash_id(self) -> str | None: ...
+    @property
+    def removed_snapshots(self) -> list[str]: ...
+    @property
+    def flattened_children(self) -> list[str]: ...
+    @property
+    def parent_snapshots_removed(self) -> list[str]: ...
+    @property
+    def collected_parents(self) -> list[str]: ...
+
+@final
+class PoolCapacity:
+    @property
+    def pool(self) -> str: ...
+    @property
+    def total_bytes(self) -> int: ...
+    @property
+    def free_bytes(self) -> int: ...
+    @property
+    def used_bytes(self) -> int: ...
+    @property
+    def provisioned_bytes(self) -> int: ...
+    @property
+    def quota_bytes(self) -> int | None: ...
+    @property
+    def total_gib(self) -> float: ...
+    @property
+    def free_gib(self) -> float: ...
+    @property
+    def provisioned_gib(self) -> float: ...
+
+def cinder_create(pool: Pool, volume_id: str, size: int) -> Volume: ...
+def cinder_create_from_snapshot(
+    pool: Pool,
+    source_volume_id: str,
+    snapshot_id: str,
+    volume_id: str,
+    size: int,
+    flatten: bool = False,
+    clone_format: int = 2,
+    on_progress: _Progress = None,
+    cancel: CancelToken | None = None,
+) -> Volume: ...
+def cinder_create_from_image(
+    volumes: Pool, location: _Location, volume_id: str, size: int, clone_format: int = 2
+) -> Volume: ...
+def cinder_create_from_volume(
+    pool: Pool,
+    source_volume_id: str,
+    volume_id: str,
+    size: int,
+    max_clone_depth: int = 5,
+    depth_rule: DepthRule = ...,
+    clone_format: int = 2,
+    on_progress: _Progress = None,
+    cancel: CancelToken | None = None,
+) -> Volume: ...
+def cinder_create_snapshot(pool: Pool, volume_id: str, snapshot_id: str) -> VolumeSnapshot: ...
+def cinder_delete_snapshot(
+    pool: Pool,
+    volume_id: str,
+    snapshot_id: str,
+    on_children: ChildrenPolicy = ...,
+    on_progress: _Progress = None,
+    cancel: CancelToken | None = None,
+) -> SnapshotDeletion: ...
+def cinder_delete_volume(
+    pool: Pool,
+    volume_id: str,
+    keep_children_as_clones: bool = False,
+    trash_delay: float = 0.0,
+    busy_retries: int = 3,
+    first_wait: float = 5.0,
+    on_progress: _Progress = None,
+    cancel: CancelToken | None = None,
+) -> VolumeDeletion: ...
+def cinder_extend(pool: Pool, volume_id: str, new_size: int) -> Volume: ...
+def cinder_revert_to_snapshot(
+    pool: Pool, volume_id: str, snapshot_id: str, on_progress: _Progress = None, cancel: CancelToken | None = None
+) -> Volume: ...
+def cinder_manage_existing(pool: Pool, existing_name: str, volume_id: str) -> Volume: ...
+def cinder_pool_capacity(pool: Pool) -> PoolCapacity: ...
+def cinder_volume_info(pool: Pool, volume_id: str) -> Volume: ...
+def cinder_clone_depth(image: Image, rule: DepthRule = ...) -> int: ...
+def cinder_volume_name(volume_id: str) -> str: ...
+def cinder_snapshot_name(snapshot_id: str) -> str: ...
+def cinder_clone_snap_name(dest_volume_name: str) -> str: ...
+def cinder_is_backup_snap(name: str) -> bool: ...
+
+# -- diff engine ------------------------------------------------------------------------
+@final
+class ExportStats:
+    @property
+    def diffs(self) -> int: ...
+    @property
+    def extents(self) -> int: ...
+    @property
+    def write_records(self) -> int: ...
+    @property
+    def zero_records(self) -> int: ...
+    @property
+    def data_bytes(self) -> int: ...
+    @property
+    def zero_bytes(self) -> int: ...
+    @property
+    def bytes_read(self) -> int: ...
+    @property
+    def stream_bytes(self) -> int: ...
+    @property
+    def cli_fallbacks(self) -> int: ...
+    @property
+    def elapsed(self) -> float: ...
+    @property
+    def records(self) -> int: ...
+
+@final
+class ImportStats:
+    @property
+    def diffs(self) -> int: ...
+    @property
+    def from_snap(self) -> str | None: ...
+    @property
+    def snapshots(self) -> list[str]: ...
+    @property
+    def protected(self) -> list[str]: ...
+    @property
+    def size(self) -> int | None: ...
+    @property
+    def records(self) -> int: ...
+    @property
+    def bytes_written(self) -> int: ...
+    @property
+    def bytes_zeroed(self) -> int: ...
+    @property
+    def stream_bytes(self) -> int: ...
+    @property
+    def elapsed(self) -> float: ...
+
+@final
+class TransferStats:
+    @property
+    def bytes_read(self) -> int: ...
+    @property
+    def bytes_written(self) -> int: ...
+    @property
+    def bytes_zeroed(self) -> int: ...
+    @property
+    def bytes_skipped(self) -> int: ...
+    @property
+    def extents(self) -> int: ...
+    @property
+    def elapsed(self) -> float: ...
+
+DIFF_STREAM_OP: str
+
+def export_diff(
+    image: Image,
+    dest: _PathLike | _Writer,
+    from_snap: str | None = None,
+    cli_identical: bool = False,
+    whole_object: bool = False,
+    on_progress: _Progress = None,
+    cancel: CancelToken | None = None,
+    in_flight: int = 16,
+    granularity: int = 4096,
+    max_io: int = 4194304,
+) -> ExportStats: ...
+def import_diff(
+    image: Image,
+    src: Buffer | _PathLike | _Reader,
+    on_progress: _Progress = None,
+    cancel: CancelToken | None = None,
+    in_flight: int = 16,
+    sparse_size: int = 4096,
+    expected_len: int | None = None,
+) -> ImportStats: ...
+def export_image(
+    image: Image,
+    dest: _PathLike | _Writer,
+    cli_identical: bool = False,
+    on_progress: _Progress = None,
+    cancel: CancelToken | None = None,
+    in_flight: int = 16,
+    granularity: int = 4096,
+) -> ExportStats: ...
+def import_image(
+    pool: Pool,
+    name: str,
+    src: Buffer | _PathLike | _Reader,
+    order: int | None = None,
+    features: int | None = None,
+    stripe_unit: int | None = None,
+    stripe_count: int | None = None,
+    data_pool: str | None = None,
+    on_progress: _Progress = None,
+    cancel: CancelToken | None = None,
+    in_flight: int = 16,
+    sparse_size: int = 4096,
+    expected_len: int | None = None,
+) -> ImportStats: ...
+def transfer(
+    src_image: Image,
+    dst_image: Image,
+    from_snap: str | None = None,
+    to_snap: str | None = None,
+    in_flight: int = 16,
+    on_progress: _Progress = None,
+    cancel: CancelToken | None = None,
+    create_snap: bool = True,
+    granularity: int = 4096,
+    dst_is_zero: bool = False,
+    skip_known_zeros: bool = True,
+    whole_object: bool = False,
+    max_io: int = 4194304,
+) -> TransferStats: ...
+def rollback_to_from_snap(
+    image: Image, snap: str, on_progress: _Progress = None, cancel: CancelToken | None = None
+) -> None: ...
 
 # -- module functions -------------------------------------------------------------------
 def librbd_version() -> tuple[int, int, int]: ...
