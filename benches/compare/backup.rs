@@ -107,7 +107,8 @@ pub fn run(env: &Env, out: &mut PhaseOut) {
                 }
                 eprintln!("[backup {}/{}] {case}: {method}", rep + 1, env.repeat);
                 let osd0 = osd_cpu(env);
-                let m = match method {
+                let (ops1, ops2) = (env::osd_ops(&env.conf1), env::osd_ops(&env.conf2));
+                let mut m = match method {
                     "recipe" => {
                         let b = if case == case_full {
                             Backup::new(&vol, &backups, &bid_full)
@@ -153,6 +154,16 @@ pub fn run(env: &Env, out: &mut PhaseOut) {
                     }
                 };
                 let osd = osd_cpu(env) - osd0;
+                if env.two_clusters {
+                    let ops = json!({"source": env::ops_delta(ops1, env::osd_ops(&env.conf1)),
+                        "destination": env::ops_delta(ops2, env::osd_ops(&env.conf2))});
+                    match m.extra.as_object_mut() {
+                        Some(o) => {
+                            o.insert("osd_ops".into(), ops);
+                        }
+                        None => m.extra = json!({"osd_ops": ops}),
+                    }
+                }
                 let secs = m.secs;
                 eprintln!("  {secs:.2} s, client CPU {:.2} s, OSD CPU {osd:.2} s", m.cpu);
                 let data = if case == case_full { base } else { changed };

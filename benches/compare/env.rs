@@ -417,6 +417,33 @@ pub fn osd_cpu(conf: &Path) -> f64 {
     total
 }
 
+/// OSD operation counters of the cluster behind `conf` (summed over its OSDs, read from their
+/// admin sockets in `<conf dir>/run`): `[reads, writes, bytes read out, bytes written in]`.
+pub fn osd_ops(conf: &Path) -> [u64; 4] {
+    let run = conf.parent().map(|d| d.join("run")).unwrap_or_default();
+    let mut t = [0u64; 4];
+    for e in std::fs::read_dir(run).into_iter().flatten().flatten() {
+        let n = e.file_name().to_string_lossy().to_string();
+        if !(n.starts_with("osd.") && n.ends_with(".asok")) {
+            continue;
+        }
+        let out = cmd_out("ceph", &["--admin-daemon", &e.path().display().to_string(), "perf", "dump"]);
+        let v: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
+        let o = &v["osd"];
+        for (i, k) in ["op_r", "op_w", "op_r_out_bytes", "op_w_in_bytes"].iter().enumerate() {
+            t[i] += o[k].as_u64().unwrap_or(0);
+        }
+        t[0] += o["op_rw"].as_u64().unwrap_or(0);
+    }
+    t
+}
+
+/// `after - before` of [`osd_ops`] as JSON.
+pub fn ops_delta(before: [u64; 4], after: [u64; 4]) -> Value {
+    let d: Vec<u64> = (0..4).map(|i| after[i].saturating_sub(before[i])).collect();
+    json!({"reads": d[0], "writes": d[1], "read_bytes": d[2], "write_bytes": d[3]})
+}
+
 // --- statistics -------------------------------------------------------------------------------
 
 pub fn median(v: &[f64]) -> f64 {

@@ -138,7 +138,7 @@ fn main() {
         return;
     }
     if a.report_only {
-        if report::write_report(&out_dir, mode).is_none() {
+        if report::write_report(&out_dir, mode, a.quick).is_none() {
             std::process::exit(1);
         }
         return;
@@ -198,7 +198,7 @@ fn main() {
         eprintln!("== phase {ph} done in {:.0} s -> {}", t0.elapsed().as_secs_f64(), p.display());
     }
     if !a.no_report {
-        report::write_report(&out_dir, mode);
+        report::write_report(&out_dir, mode, a.quick);
     }
     if !failed.is_empty() {
         eprintln!("failed phases: {}", failed.join(", "));

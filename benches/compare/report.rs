@@ -283,6 +283,19 @@ fn spread(r: &Value) -> String {
     format!(" ({lo:.2}–{hi:.2})")
 }
 
+/// `source reads (MiB) / destination writes (MiB)` from the OSD counters of the last run.
+fn ops(r: &Value) -> String {
+    let o = &r["extra"]["osd_ops"];
+    match (o["source"]["reads"].as_u64(), o["destination"]["writes"].as_u64()) {
+        (Some(sr), Some(dw)) => format!(
+            "{sr} ({:.0}) / {dw} ({:.0})",
+            o["source"]["read_bytes"].as_u64().unwrap_or(0) as f64 / MIB as f64,
+            o["destination"]["write_bytes"].as_u64().unwrap_or(0) as f64 / MIB as f64
+        ),
+        _ => "–".into(),
+    }
+}
+
 /// `client / OSD` CPU seconds.
 fn cpu(r: &Value) -> String {
     match (r["cpu_s"].as_f64(), r["osd_cpu_s"].as_f64()) {
@@ -370,9 +383,9 @@ fn markdown(d: &Doc, facts: &Value, quick: bool, repeat: u64, tg: &[Target]) -> 
         let _ = writeln!(md, "**2. Backup to the second cluster** (time in s)\n");
         let _ = writeln!(
             md,
-            "| backup | method | time (s) | vs Cinder pipe | bytes moved (MiB) | CPU s client / OSDs | peak RSS (MiB) |"
+            "| backup | method | time (s) | vs Cinder pipe | bytes moved (MiB) | CPU s client / OSDs | OSD ops: source reads (MiB) / destination writes (MiB) | peak RSS (MiB) |"
         );
-        let _ = writeln!(md, "|---|---|---:|---:|---:|---:|---:|");
+        let _ = writeln!(md, "|---|---|---:|---:|---:|---:|---:|---:|");
         for r in by(d, "backup") {
             let case = r["case"].as_str().unwrap_or("");
             let m = r["median_s"].as_f64();
@@ -383,7 +396,7 @@ fn markdown(d: &Doc, facts: &Value, quick: bool, repeat: u64, tg: &[Target]) -> 
                 .unwrap_or_else(|| "–".into());
             let _ = writeln!(
                 md,
-                "| {case} | {}{} | {}{} | {} | {moved} | {} | {} |",
+                "| {case} | {}{} | {}{} | {} | {moved} | {} | {} | {} |",
                 if r["ours"].as_bool() == Some(true) { "**ours** " } else { "" },
                 esc(r["label"].as_str().unwrap_or("")),
                 f2(m),
@@ -393,6 +406,7 @@ fn markdown(d: &Doc, facts: &Value, quick: bool, repeat: u64, tg: &[Target]) -> 
                     _ => "–".into(),
                 },
                 cpu(r),
+                ops(r),
                 rss(r)
             );
         }
@@ -522,7 +536,7 @@ fn markdown(d: &Doc, facts: &Value, quick: bool, repeat: u64, tg: &[Target]) -> 
 
 /// Merges `compare-<mode>-<phase>.json` into `compare-<mode>.{json,md,png}`, prints the
 /// Markdown and the targets, returns the Markdown path.
-pub fn write_report(out_dir: &Path, mode: &str) -> Option<PathBuf> {
+pub fn write_report(out_dir: &Path, mode: &str, want_quick: bool) -> Option<PathBuf> {
     let mut phases = Vec::new();
     let mut results = Vec::new();
     let mut facts = Value::Null;
@@ -532,6 +546,10 @@ pub fn write_report(out_dir: &Path, mode: &str) -> Option<PathBuf> {
         let p = out_dir.join(format!("compare-{mode}-{ph}.json"));
         let Ok(text) = std::fs::read_to_string(&p) else { continue };
         let Ok(v) = serde_json::from_str::<Value>(&text) else { continue };
+        if v["quick"].as_bool().unwrap_or(false) != want_quick {
+            eprintln!("report: ignoring {} (a {} run)", p.display(), if want_quick { "full" } else { "quick" });
+            continue;
+        }
         if facts.is_null() {
             facts = v["facts"].clone();
         }
