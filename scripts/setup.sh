@@ -10,7 +10,7 @@ cd "$ROOT"
 log() { printf 'setup: %s\n' "$*" >&2; }
 
 PKGS=(ceph-mon ceph-osd ceph-mgr ceph-common librbd-dev librados-dev libclang-dev clang
-      python3-rbd python3-rados pkg-config)
+      python3-rbd python3-rados pkg-config libssl-dev)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -135,3 +135,16 @@ pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
     v.truncate(len);
     v
 }
+
+/// Records one reliability figure for `target/reliability/summary.md` (issue #10): writes
+/// `target/reliability/figures/<suite>.<name>.json` with `{"suite","name","figure","pass","detail"}`
+/// and prints it, so the figure is in the test's output too. `scripts/reliability.sh` merges
+/// the files into the summary.
+pub fn record_figure(suite: &str, name: &str, figure: &str, pass: bool, detail: serde_json::Value) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/reliability/figures");
+    let v = serde_json::json!({ "suite": suite, "name": name, "figure": figure, "pass": pass, "detail": detail });
+    eprintln!("FIGURE {suite}.{name}: {figure} ({})", if pass { "pass" } else { "FAIL" });
+    if std::fs::create_dir_all(&dir).is_ok() {
+        let _ = std::fs::write(dir.join(format!("{suite}.{name}.json")), format!("{v:#}\n"));
+    }
+}

@@ -13,6 +13,7 @@ pub mod backup;
 pub mod cinder;
 pub mod glance;
 pub mod groups;
+mod hashing;
 pub mod location;
 pub mod nova;
 pub mod placement;

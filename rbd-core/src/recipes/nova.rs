@@ -48,7 +48,10 @@
 //! **Resize**: [`resize_snapshot`] takes the `nova-resize` snapshot before a resize,
 //! [`revert_resize`] rolls back to it and removes it, [`confirm_resize`] removes it.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use crate::cluster::Cluster;
@@ -242,7 +245,8 @@ impl BootDisk {
 
     /// Clones the image into `pool` and grows it.
     ///
-    /// Wraps `rbd_open_read_only`, `rbd_clone3` and `rbd_resize2`.
+    /// Wraps `rbd_open_read_only` (once per image snapshot and process: see [`snap_facts`]),
+    /// `rbd_clone3` and `rbd_resize2`.
     ///
     /// # Errors
     /// - [`ErrorKind::InvalidArgument`] before anything is created: a malformed instance uuid
@@ -259,10 +263,7 @@ impl BootDisk {
         validate_disk_name(&self.disk)?;
         let (src_pool, snap) = source(pool.cluster(), &self.location, "nova.boot")?;
         let image = self.location.image.as_str();
-        let parent = Image::open_at_snap(&src_pool, image, snap)?;
-        let parent_size = parent.size()?;
-        let protected = parent.snap_is_protected(snap)?;
-        drop(parent);
+        let SnapFacts { size: parent_size, protected } = snap_facts(&src_pool, image, snap)?;
         let size = self.size.unwrap_or(parent_size);
         if size < parent_size {
             return Err(Error::invalid(
@@ -280,7 +281,13 @@ impl BootDisk {
         let mut s = Saga::new("nova.boot");
         s.step(
             "clone",
-            || clone_image(&src_pool, image, snap, pool, &name, &opts),
+            || match clone_image(&src_pool, image, snap, pool, &name, &opts) {
+                // Unprotected since its facts were read: format 1 needs protection, 2 does not.
+                Err(e) if protected && e.kind() == ErrorKind::InvalidArgument => {
+                    clone_image(&src_pool, image, snap, pool, &name, opts.clone().clone_format(CloneFormat::V2))
+                }
+                r => r,
+            },
             || remove_image_if_exists(pool, &name),
         )?;
         s.check("resize", || if size > parent_size { Image::open(pool, &name)?.resize(size, false) } else { Ok(()) })?;
@@ -292,6 +299,40 @@ impl BootDisk {
             size,
         })
     }
+}
+
+/// What a boot needs to know about the image snapshot it clones: its size and whether it is
+/// protected (which decides the clone format).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SnapFacts {
+    size: u64,
+    protected: bool,
+}
+
+/// The [`SnapFacts`] of `pool/image@snap`, read once per process.
+///
+/// Opening the parent costs more round trips than anything else in a boot apart from the clone
+/// itself (4 ms locally, ~70 ms at 5 ms RTT), and a snapshot's size never changes, so every
+/// later boot from the same Glance image skips it. Glance image ids are UUIDs that are never
+/// reused; an image deleted and re-uploaded under the same name would be seen with its old
+/// size (the cache holds at most 4096 snapshots). If the snapshot was unprotected since, the
+/// clone is retried in format 2.
+fn snap_facts(pool: &Pool, image: &str, snap: &str) -> Result<SnapFacts> {
+    type Key = (u64, i64, String, String, String);
+    static CACHE: OnceLock<Mutex<HashMap<Key, SnapFacts>>> = OnceLock::new();
+    let key = (pool.cluster().instance_id(), pool.id(), pool.namespace().to_string(), image.into(), snap.into());
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(f) = cache.lock().get(&key) {
+        return Ok(*f);
+    }
+    let parent = Image::open_at_snap(pool, image, snap)?;
+    let facts = SnapFacts { size: parent.size()?, protected: parent.snap_is_protected(snap)? };
+    let mut c = cache.lock();
+    if c.len() >= 4096 {
+        c.clear();
+    }
+    c.insert(key, facts);
+    Ok(facts)
 }
 
 /// [`BootDisk`] in one call: clones `location` to `pool/<instance_uuid>_<disk_name>` and grows
