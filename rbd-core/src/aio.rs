@@ -171,6 +171,9 @@ pub struct AioStats {
 pub struct AioWriter<'a> {
     image: &'a Image,
     max_in_flight: usize,
+    /// Data bytes allowed in flight (write buffers); zero writes and discards carry none.
+    max_bytes: u64,
+    bytes_in_flight: u64,
     flags: c_int,
     in_flight: VecDeque<WriteOp>,
     free: Vec<Vec<u8>>,
@@ -202,12 +205,23 @@ impl<'a> AioWriter<'a> {
         AioWriter {
             image,
             max_in_flight,
+            max_bytes: u64::MAX,
+            bytes_in_flight: 0,
             flags: 0,
             in_flight: VecDeque::with_capacity(max_in_flight),
             free: Vec::new(),
             stats: AioStats::default(),
             failed: None,
         }
+    }
+
+    /// Also bounds the data in flight: a write waits while `bytes` of write buffers are still
+    /// outstanding (one write is always allowed, however large). Operation count and bytes
+    /// bound different things: many small writes hide latency, few large ones cost memory.
+    #[must_use]
+    pub fn with_max_bytes(mut self, bytes: u64) -> AioWriter<'a> {
+        self.max_bytes = bytes.max(1);
+        self
     }
 
     /// Sets `LIBRADOS_OP_FLAG_FADVISE_*` flags (see [`crate::fadvise`]) for every write and
@@ -266,6 +280,7 @@ impl<'a> AioWriter<'a> {
     /// Reaps the oldest operation; records and returns its error.
     fn reap_oldest(&mut self) -> Result<()> {
         let Some(op) = self.in_flight.pop_front() else { return Ok(()) };
+        self.bytes_in_flight -= op.buf.as_ref().map_or(0, |b| b.len() as u64);
         let r = op.comp.reap();
         let res = if r < 0 {
             let msg = match op.kind {
@@ -292,12 +307,14 @@ impl<'a> AioWriter<'a> {
         res
     }
 
-    /// Waits until there is room for one more operation.
-    fn make_room(&mut self) -> Result<()> {
+    /// Waits until there is room for one more operation carrying `bytes` of data.
+    fn make_room(&mut self, bytes: u64) -> Result<()> {
         if let Some(e) = self.failed_error() {
             return Err(e);
         }
-        while self.in_flight.len() >= self.max_in_flight {
+        while self.in_flight.len() >= self.max_in_flight
+            || (!self.in_flight.is_empty() && self.bytes_in_flight.saturating_add(bytes) > self.max_bytes)
+        {
             self.reap_oldest()?;
         }
         Ok(())
@@ -311,7 +328,8 @@ impl<'a> AioWriter<'a> {
         buf: Option<Vec<u8>>,
         call: impl FnOnce(rbd_raw::rbd_completion_t, *const u8) -> c_int,
     ) -> Result<()> {
-        self.make_room()?;
+        let bytes = buf.as_ref().map_or(0, |b| b.len() as u64);
+        self.make_room(bytes)?;
         let comp = Completion::new(kind.op(), self.image)?;
         let data = buf.as_ref().map_or(ptr::null(), |b| b.as_ptr());
         let r = call(comp.0, data);
@@ -320,6 +338,7 @@ impl<'a> AioWriter<'a> {
             return Err(Error::from_errno(i64::from(r), kind.op(), Some(self.image.spec()))
                 .with_message(format!("submitting {len} bytes at offset {off}")));
         }
+        self.bytes_in_flight += bytes;
         self.in_flight.push_back(WriteOp { comp, kind, off, len, buf });
         Ok(())
     }
@@ -485,6 +504,9 @@ struct ReadOp {
 pub struct AioReader<'a> {
     image: &'a Image,
     max_in_flight: usize,
+    /// Buffer bytes allowed in the queue (in flight plus reaped, not yet taken by `next`).
+    max_bytes: u64,
+    queued_bytes: u64,
     flags: c_int,
     queue: VecDeque<ReadOp>,
     /// How many entries at the front of `queue` are already reaped.
@@ -514,11 +536,22 @@ impl<'a> AioReader<'a> {
         AioReader {
             image,
             max_in_flight,
+            max_bytes: u64::MAX,
+            queued_bytes: 0,
             flags: 0,
             queue: VecDeque::with_capacity(max_in_flight),
             reaped: 0,
             free: Vec::new(),
         }
+    }
+
+    /// Also bounds the buffers held: [`AioReader::is_full`] turns true once `bytes` of reads
+    /// are queued (in flight or waiting for [`AioReader::next`]), and `submit` waits for the
+    /// oldest read while the reads in flight hold that much.
+    #[must_use]
+    pub fn with_max_bytes(mut self, bytes: u64) -> AioReader<'a> {
+        self.max_bytes = bytes.max(1);
+        self
     }
 
     /// Reads with `LIBRADOS_OP_FLAG_FADVISE_NOCACHE` (what `rbd export` does) when `yes`.
@@ -554,10 +587,11 @@ impl<'a> AioReader<'a> {
         self.queue.len()
     }
 
-    /// True when `max_in_flight` results are pending: call [`AioReader::next`] before submitting
+    /// True when `max_in_flight` results (or the byte budget of
+    /// [`AioReader::with_max_bytes`]) are pending: call [`AioReader::next`] before submitting
     /// more to keep memory bounded.
     pub fn is_full(&self) -> bool {
-        self.queue.len() >= self.max_in_flight
+        self.queue.len() >= self.max_in_flight || self.queued_bytes >= self.max_bytes
     }
 
     /// Gives a buffer returned by `next` back for reuse by later reads.
@@ -566,6 +600,11 @@ impl<'a> AioReader<'a> {
             buf.clear();
             self.free.push(buf);
         }
+    }
+
+    /// Buffer bytes of the reads not reaped yet.
+    fn in_flight_bytes(&self) -> u64 {
+        self.queue.iter().skip(self.reaped).map(|op| op.buf.len() as u64).sum()
     }
 
     fn reap_front_unreaped(&mut self) {
@@ -586,7 +625,9 @@ impl<'a> AioReader<'a> {
     /// the image) are returned by `next` in order.
     pub fn submit(&mut self, off: u64, len: usize) -> Result<()> {
         check_range(self.image, "rbd_aio_read2", off, len as u64)?;
-        while self.in_flight() >= self.max_in_flight {
+        while self.in_flight() >= self.max_in_flight
+            || (self.in_flight() > 0 && self.in_flight_bytes().saturating_add(len as u64) > self.max_bytes)
+        {
             self.reap_front_unreaped();
         }
         let mut buf = self.free.pop().unwrap_or_default();
@@ -603,6 +644,7 @@ impl<'a> AioReader<'a> {
             return Err(Error::from_errno(i64::from(r), "rbd_aio_read2", Some(self.image.spec()))
                 .with_message(format!("submitting {len} bytes at offset {off}")));
         }
+        self.queued_bytes += len as u64;
         self.queue.push_back(ReadOp { comp: Some(comp), ret: 0, off, buf });
         Ok(())
     }
@@ -622,6 +664,7 @@ impl<'a> AioReader<'a> {
         }
         let mut op = self.queue.pop_front()?;
         self.reaped -= 1;
+        self.queued_bytes -= op.buf.len() as u64;
         if op.ret < 0 {
             let e = Error::from_errno(op.ret as i64, "rbd_aio_read2", Some(self.image.spec())).with_message(format!(
                 "{} bytes at offset {}",

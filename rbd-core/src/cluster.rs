@@ -37,7 +37,7 @@ use crate::util::{cstr, from_c, split_nul};
 /// println!("{}", cluster.fsid()?);
 /// # Ok::<(), rbd_core::Error>(())
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ClusterBuilder {
     client_id: String,
     cluster_name: String,
@@ -47,6 +47,33 @@ pub struct ClusterBuilder {
     mount_timeout: Option<Duration>,
     mon_op_timeout: Option<Duration>,
     osd_op_timeout: Option<Duration>,
+}
+
+/// True for `conf_set` options whose value is a secret (`key`, `*_key`, `*secret*`).
+fn is_secret_option(name: &str) -> bool {
+    let n = name.trim().to_ascii_lowercase().replace(['-', ' '], "_");
+    n == "key" || n.ends_with("_key") || n.contains("secret")
+}
+
+/// Debug output never shows secrets: the values of `key`-like overrides are redacted.
+impl std::fmt::Debug for ClusterBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let overrides: Vec<(&str, &str)> = self
+            .overrides
+            .iter()
+            .map(|(k, v)| (k.as_str(), if is_secret_option(k) { "<redacted>" } else { v.as_str() }))
+            .collect();
+        f.debug_struct("ClusterBuilder")
+            .field("client_id", &self.client_id)
+            .field("cluster_name", &self.cluster_name)
+            .field("conf_file", &self.conf_file)
+            .field("keyring", &self.keyring)
+            .field("overrides", &overrides)
+            .field("mount_timeout", &self.mount_timeout)
+            .field("mon_op_timeout", &self.mon_op_timeout)
+            .field("osd_op_timeout", &self.osd_op_timeout)
+            .finish()
+    }
 }
 
 impl ClusterBuilder {
@@ -78,7 +105,8 @@ impl ClusterBuilder {
         self
     }
 
-    /// A `conf_set` override applied after the conf file is read.
+    /// A `conf_set` override applied after the conf file is read. Values of secret options
+    /// (`key`, `*_key`, `*secret*`) never appear in this builder's `Debug` output.
     pub fn set(&mut self, key: impl Into<String>, value: impl Into<String>) -> &mut Self {
         self.overrides.push((key.into(), value.into()));
         self
@@ -133,6 +161,16 @@ impl ClusterBuilder {
         // From here on `handle` owns `raw` and shuts it down on any error.
         let handle = ClusterInner { raw, client_id: self.client_id.clone(), conf_file: self.conf_file.clone() };
         let target = || self.conf_file.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "default".into());
+        // Library defaults, set before the conf file so that the file, CEPH_ARGS and
+        // `ClusterBuilder::set` all override them:
+        // - zero-copy AIO writes: every AIO write this crate issues keeps its buffer untouched
+        //   until the completion fires (and librbd delays a completion while its cache still
+        //   references the buffer), so librbd's defensive copy (the Pacific default, meant for
+        //   guests that change pages under an in-flight write) only doubles write memory.
+        for (k, v) in LIBRARY_DEFAULTS {
+            let (ck, cv) = (cstr("rados_conf_set", "option", k)?, cstr("rados_conf_set", "value", v)?);
+            try_call!(rados_raw::rados_conf_set(raw, ck.as_ptr(), cv.as_ptr()); "rados_conf_set", *k)?;
+        }
         match &self.conf_file {
             Some(p) => {
                 let path = cstr("rados_conf_read_file", "conf path", &p.to_string_lossy())?;
@@ -141,11 +179,14 @@ impl ClusterBuilder {
                         .with_target(p.display().to_string()));
                 }
                 try_call!(rados_raw::rados_conf_read_file(raw, path.as_ptr()); "rados_conf_read_file", target())?;
+                // CEPH_ARGS applies on top of the file, as for the `rbd` CLI.
+                if std::env::var_os("CEPH_ARGS").is_some() {
+                    let _l = ENV_LOCK.lock();
+                    try_call!(rados_raw::rados_conf_parse_env(raw, ptr::null()); "rados_conf_parse_env")?;
+                }
             }
             None => {
-                // Honours CEPH_CONF, then the default search path. The env parse is documented
-                // as not thread-safe (static buffer), so serialise it process-wide.
-                static ENV_LOCK: Mutex<()> = Mutex::new(());
+                // Honours CEPH_CONF (and CEPH_ARGS), then the default search path.
                 let _l = ENV_LOCK.lock();
                 try_call!(rados_raw::rados_conf_parse_env(raw, ptr::null()); "rados_conf_parse_env")?;
                 if std::env::var_os("CEPH_CONF").is_none() {
@@ -177,6 +218,13 @@ impl ClusterBuilder {
         Ok(Cluster { inner: Arc::new(handle) })
     }
 }
+
+/// Options this crate sets on every connection before the conf file is read (see
+/// [`ClusterBuilder::connect`]); the conf file, `CEPH_ARGS` and [`ClusterBuilder::set`] override them.
+pub const LIBRARY_DEFAULTS: &[(&str, &str)] = &[("rbd_disable_zero_copy_writes", "false")];
+
+/// `rados_conf_parse_env` is documented as not thread-safe (a static buffer): one at a time.
+static ENV_LOCK: Mutex<()> = Mutex::new(());
 
 fn secs(t: Duration) -> String {
     format!("{}", t.as_secs().max(1))

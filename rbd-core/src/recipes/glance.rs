@@ -158,6 +158,7 @@ pub struct GlanceStore {
     thin: bool,
     sparse_size: usize,
     in_flight: usize,
+    window_bytes: u64,
     hash_thread: bool,
 }
 
@@ -176,6 +177,7 @@ impl GlanceStore {
             thin: true,
             sparse_size: 64 << 10,
             in_flight: 8,
+            window_bytes: 32 << 20,
             hash_thread: true,
         }
     }
@@ -231,6 +233,13 @@ impl GlanceStore {
         self
     }
 
+    /// Bytes of write buffers in flight (default 32 MiB: 4 writes of Glance's 8 MiB objects, or
+    /// 8 of 4 MiB). Bounds upload memory whatever the object size.
+    pub fn window_bytes(&mut self, bytes: u64) -> &mut Self {
+        self.window_bytes = bytes.max(1);
+        self
+    }
+
     /// Whether hashing runs on helper threads (one per hash: md5 and the multihash in
     /// parallel) while the calling thread reads and submits writes (default on). Off: every
     /// hash runs on the calling thread.
@@ -279,15 +288,29 @@ impl GlanceStore {
         // librbd refuses to remove an image that still has a watcher.
         let handle = OpenImage::default();
         let mut s = Saga::new("glance.upload");
-        s.step("create", || pool.create_image(image_id, size.unwrap_or(0), &opts), || {
-            handle.close();
-            remove_image_if_exists(pool, image_id)
+        s.step(
+            "create",
+            || pool.create_image(image_id, size.unwrap_or(0), &opts),
+            || {
+                handle.close();
+                remove_image_if_exists(pool, image_id)
+            },
+        )?;
+        s.check("mark", || {
+            handle.open(pool, image_id, |img| Marker::new("glance.upload", image_id, "create").apply(img))
         })?;
-        s.check("mark", || handle.open(pool, image_id, |img| Marker::new("glance.upload", image_id, "create").apply(img)))?;
         let written = s.check("write", || handle.with(|img| self.write_data(img, reader, size, progress)))?;
         s.check("trim", || handle.with(|img| grow_or_trim(img, size, written.bytes)))?;
-        s.step("create_snap", || handle.with(|i| i.snap_create(SNAP_NAME)), || handle.undo(|i| remove_snap_on(i, SNAP_NAME)))?;
-        s.step("protect_snap", || handle.with(|i| i.snap_protect(SNAP_NAME)), || handle.undo(|i| unprotect_tolerant(i, SNAP_NAME)))?;
+        s.step(
+            "create_snap",
+            || handle.with(|i| i.snap_create(SNAP_NAME)),
+            || handle.undo(|i| remove_snap_on(i, SNAP_NAME)),
+        )?;
+        s.step(
+            "protect_snap",
+            || handle.with(|i| i.snap_protect(SNAP_NAME)),
+            || handle.undo(|i| unprotect_tolerant(i, SNAP_NAME)),
+        )?;
         s.check("unmark", || handle.with(Marker::clear))?;
         s.commit()?;
         tracing::info!(image = image_id, bytes = written.bytes, stored = written.stored, "uploaded");
@@ -302,10 +325,20 @@ impl GlanceStore {
     }
 
     /// The write loop of [`GlanceStore::upload`]: read, hash, skip zeros, grow, write.
-    fn write_data(&self, img: &Image, mut reader: impl Read, size: Option<u64>, progress: &mut Progress<'_>) -> Result<Written> {
+    fn write_data(
+        &self,
+        img: &Image,
+        mut reader: impl Read,
+        size: Option<u64>,
+        progress: &mut Progress<'_>,
+    ) -> Result<Written> {
         let piece = 1usize << self.order;
-        let mut sink =
-            Sink { w: AioWriter::new(&img, self.in_flight), thin: self.thin, sparse_size: self.sparse_size, stored: 0 };
+        let mut sink = Sink {
+            w: AioWriter::new(img, self.in_flight).with_max_bytes(self.window_bytes),
+            thin: self.thin,
+            sparse_size: self.sparse_size,
+            stored: 0,
+        };
         let mut feed = Feed { size, image_size: size.unwrap_or(0), resize_step: piece as u64, off: 0 };
         let mut hashers = Hashers::new(self.checksum, self.hash);
         if hashers.is_empty() || !self.hash_thread {
