@@ -46,8 +46,11 @@ impl Cluster {
     /// search). ``conf`` holds extra option overrides (a dict or pairs), ``timeout`` (seconds)
     /// bounds connect and monitor operations. With ``shared=True`` (the default, and only when
     /// no overrides are given) the process-wide connection for (conffile, client_id) is reused.
+    /// ``cluster_name`` is the cluster name given to librados (default ``ceph``: it names the
+    /// default conf file ``/etc/ceph/$cluster.conf``).
     #[new]
-    #[pyo3(signature = (conffile=None, client_id="admin", conf=None, keyring=None, timeout=None, shared=true))]
+    #[pyo3(signature = (conffile=None, client_id="admin", conf=None, keyring=None, timeout=None, shared=true, cluster_name=None))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         conffile: Option<PathBuf>,
@@ -56,6 +59,7 @@ impl Cluster {
         keyring: Option<PathBuf>,
         timeout: Option<f64>,
         shared: bool,
+        cluster_name: Option<String>,
     ) -> PyResult<Self> {
         let conf: Vec<(String, String)> = match conf {
             None => Vec::new(),
@@ -65,12 +69,16 @@ impl Cluster {
             Some(c) => c.extract()?,
         };
         let client_id = client_id.to_string();
-        let plain = conf.is_empty() && keyring.is_none() && timeout.is_none();
+        let cluster_name = cluster_name.filter(|n| !n.is_empty() && n != "ceph");
+        let plain = conf.is_empty() && keyring.is_none() && timeout.is_none() && cluster_name.is_none();
         let inner = py.detach(move || {
             if shared && plain {
                 return rbd_core::Cluster::shared(conffile.as_deref(), &client_id);
             }
             let mut b = rbd_core::ClusterBuilder::new(client_id);
+            if let Some(n) = &cluster_name {
+                b.cluster_name(n);
+            }
             if let Some(c) = &conffile {
                 b.conf_file(c);
             }
@@ -126,18 +134,40 @@ impl Cluster {
         })
     }
 
-    /// Sends a JSON command to the monitors; returns ``(output bytes, status string)``.
-    /// A failed command raises the exception for its errno; the monitor's status string is
-    /// the exception's ``.message``.
-    #[pyo3(signature = (cmd, inbuf=b"".to_vec()))]
+    /// Sends a JSON command to the monitors (to monitor ``target`` only — its name, or its rank
+    /// as an int — when given); returns ``(output bytes, status string)``. A failed command
+    /// raises the exception for its errno; the monitor's status string is the exception's
+    /// ``.detail``.
+    #[pyo3(signature = (cmd, inbuf=b"".to_vec(), target=None))]
     fn mon_command<'py>(
         &self,
         py: Python<'py>,
         cmd: String,
         inbuf: Vec<u8>,
+        target: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<(Bound<'py, PyBytes>, String)> {
-        let (out, status) = py.detach(|| self.inner.mon_command(&cmd, &inbuf)).py()?;
+        let target: Option<String> = match target {
+            None => None,
+            Some(t) if t.is_none() => None,
+            Some(t) => Some(match t.extract::<i64>() {
+                Ok(rank) => rank.to_string(),
+                Err(_) => t.extract::<String>()?,
+            }),
+        };
+        let c = &*self.inner;
+        let (out, status) = py
+            .detach(|| match &target {
+                Some(t) => c.mon_command_target(t, &cmd, &inbuf),
+                None => c.mon_command(&cmd, &inbuf),
+            })
+            .py()?;
         Ok((PyBytes::new(py, &out), status))
+    }
+
+    /// Changes a configuration option of this connected client at run time (``rados_conf_set``;
+    /// ImageNotFound for an unknown option, InvalidArgument for a bad value).
+    fn conf_set(&self, py: Python<'_>, key: String, value: String) -> PyResult<()> {
+        py.detach(|| self.inner.conf_set(&key, &value)).py()
     }
 
     /// A configuration value.

@@ -27,9 +27,14 @@ mod metadata;
 mod pool;
 mod progress;
 mod pyio;
+mod recipes_backup;
 mod recipes_cinder;
+mod recipes_flatten;
 mod recipes_glance;
+mod recipes_groups;
 mod recipes_nova;
+mod recipes_placement;
+mod recipes_reconcile;
 mod snapshot;
 mod trash;
 mod util;
@@ -85,8 +90,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     Ok(())
 }
 
-/// The recipes and the diff engine (re-exported by `rbd_core.glance`, `.nova`, `.cinder` and
-/// `.diff`).
+/// The recipes and the diff engine (re-exported by `rbd_core.glance`, `.nova`, `.cinder`,
+/// `.backup`, `.groups`, `.flatten`, `.reconcile`, `.placement` and `.diff`).
 fn register_recipes(m: &Bound<'_, PyModule>) -> PyResult<()> {
     use rbd_core::recipes::{glance, nova};
     let py = m.py();
@@ -147,6 +152,7 @@ fn register_recipes(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(recipes_cinder::cinder_snapshot_name, m)?)?;
     m.add_function(wrap_pyfunction!(recipes_cinder::cinder_clone_snap_name, m)?)?;
     m.add_function(wrap_pyfunction!(recipes_cinder::cinder_is_backup_snap, m)?)?;
+    register_more_recipes(m)?;
     // diff engine
     m.add_class::<diffio::ExportStats>()?;
     m.add_class::<diffio::ImportStats>()?;
@@ -158,5 +164,80 @@ fn register_recipes(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(diffio::transfer, m)?)?;
     m.add_function(wrap_pyfunction!(diffio::rollback_to_from_snap, m)?)?;
     m.add("DIFF_STREAM_OP", rbd_core::stream::STREAM_OP)?;
+    Ok(())
+}
+
+/// The backup, groups, flatten, reconcile and placement recipes.
+fn register_more_recipes(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    use pyo3::types::PyTuple;
+    use rbd_core::recipes::{backup, groups, throttle};
+    let py = m.py();
+    // backup
+    m.add_class::<recipes_backup::BackupKind>()?;
+    m.add_class::<recipes_backup::BackupResult>()?;
+    m.add_class::<recipes_backup::BackupRestoreKind>()?;
+    m.add_class::<recipes_backup::BackupRestore>()?;
+    m.add_class::<recipes_backup::BackupInfo>()?;
+    m.add_class::<recipes_backup::BackupDeletion>()?;
+    m.add_class::<recipes_backup::BackupVerification>()?;
+    m.add_class::<recipes_backup::BackupTrimReport>()?;
+    m.add_class::<recipes_backup::BackupSnapName>()?;
+    m.add_function(wrap_pyfunction!(recipes_backup::backup_create, m)?)?;
+    m.add_function(wrap_pyfunction!(recipes_backup::backup_restore, m)?)?;
+    m.add_function(wrap_pyfunction!(recipes_backup::backup_list, m)?)?;
+    m.add_function(wrap_pyfunction!(recipes_backup::backup_delete, m)?)?;
+    m.add_function(wrap_pyfunction!(recipes_backup::backup_verify, m)?)?;
+    m.add_function(wrap_pyfunction!(recipes_backup::backup_trim_source_snapshots, m)?)?;
+    m.add_function(wrap_pyfunction!(recipes_backup::backup_parse_snap_name, m)?)?;
+    m.add_function(wrap_pyfunction!(recipes_backup::backup_image_name, m)?)?;
+    m.add_function(wrap_pyfunction!(recipes_backup::backup_meta_object_name, m)?)?;
+    m.add("BACKUP_CREATE_STEPS", PyTuple::new(py, backup::CREATE_STEPS)?)?;
+    m.add("BACKUP_RESTORE_STEPS", PyTuple::new(py, backup::RESTORE_STEPS)?)?;
+    m.add("BACKUP_DELETE_STEPS", PyTuple::new(py, backup::DELETE_STEPS)?)?;
+    m.add("BACKUP_IMAGE_FEATURES", backup::BACKUP_IMAGE_FEATURES.0)?;
+    // groups
+    m.add_class::<recipes_groups::GroupSpec>()?;
+    m.add_class::<recipes_groups::ConsistencyGroup>()?;
+    m.add_class::<recipes_groups::MemberSnapshot>()?;
+    m.add_class::<recipes_groups::GroupSnapshot>()?;
+    m.add_class::<recipes_groups::RestoredVolume>()?;
+    m.add_class::<recipes_groups::RestoredGroup>()?;
+    m.add_class::<recipes_groups::ConsistencyGroups>()?;
+    m.add_function(wrap_pyfunction!(recipes_groups::groups_rbd_group_name, m)?)?;
+    m.add_function(wrap_pyfunction!(recipes_groups::groups_rbd_snap_name, m)?)?;
+    m.add("GROUPS_CREATE_STEPS", PyTuple::new(py, groups::CREATE_STEPS)?)?;
+    m.add("GROUPS_ADD_STEPS", PyTuple::new(py, groups::ADD_STEPS)?)?;
+    m.add("GROUPS_REMOVE_STEPS", PyTuple::new(py, groups::REMOVE_STEPS)?)?;
+    m.add("GROUPS_SNAPSHOT_STEPS", PyTuple::new(py, groups::SNAPSHOT_STEPS)?)?;
+    m.add("GROUPS_DELETE_SNAPSHOT_STEPS", PyTuple::new(py, groups::DELETE_SNAPSHOT_STEPS)?)?;
+    m.add("GROUPS_RESTORE_STEPS", PyTuple::new(py, groups::RESTORE_STEPS)?)?;
+    m.add("GROUPS_DELETE_STEPS", PyTuple::new(py, groups::DELETE_STEPS)?)?;
+    // flatten gate and throttle
+    m.add_class::<recipes_flatten::FlattenThrottle>()?;
+    m.add_class::<recipes_flatten::SlotGuard>()?;
+    m.add_class::<recipes_flatten::SlotState>()?;
+    m.add_function(wrap_pyfunction!(recipes_flatten::flatten_image, m)?)?;
+    m.add_function(wrap_pyfunction!(recipes_flatten::flatten_set_default_gate, m)?)?;
+    m.add_function(wrap_pyfunction!(recipes_flatten::flatten_default_gate, m)?)?;
+    m.add("FLATTEN_SLOT_PREFIX", throttle::DEFAULT_PREFIX)?;
+    m.add("FLATTEN_HEARTBEAT_KEY", throttle::HEARTBEAT_KEY)?;
+    m.add("FLATTEN_MAX_SLOTS", throttle::MAX_SLOTS)?;
+    // reconcile
+    m.add_class::<recipes_reconcile::FindingKind>()?;
+    m.add_class::<recipes_reconcile::Finding>()?;
+    m.add_class::<recipes_reconcile::Skipped>()?;
+    m.add_class::<recipes_reconcile::ReconcileReport>()?;
+    m.add_function(wrap_pyfunction!(recipes_reconcile::reconcile_run, m)?)?;
+    m.add("RECONCILE_DEFAULT_MIN_AGE", recipes_reconcile::default_min_age())?;
+    // placement
+    m.add_class::<recipes_placement::Backend>()?;
+    m.add_class::<recipes_placement::BackendStats>()?;
+    m.add_class::<recipes_placement::Weighed>()?;
+    m.add_class::<recipes_placement::Rejected>()?;
+    m.add_class::<recipes_placement::Schedule>()?;
+    m.add_class::<recipes_placement::FailedAttempt>()?;
+    m.add_class::<recipes_placement::Placed>()?;
+    m.add_class::<recipes_placement::Scheduler>()?;
+    m.add_function(wrap_pyfunction!(recipes_placement::placement_gather_stats, m)?)?;
     Ok(())
 }

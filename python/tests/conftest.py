@@ -1,6 +1,8 @@
 """Fixtures for tests against the live dev cluster (same contract as tests/common in Rust).
 
 * ``cluster``: a session-wide ``rbd_core.Cluster`` (fails loudly without CEPH_CONF).
+* ``cluster2``: the second dev cluster (RBD_TEST_CEPH_CONF2; backups across clusters), failing
+  loudly when it is not configured.
 * ``unique(tag)``: a name no other test or run uses (``rbdcore-py-<pid>-<n>-<tag>``).
 * ``scratch``: a per-test name prefix; everything named with it (images with their
   snapshots, clones, trash entries, groups, namespaces, RADOS objects) in the test pools is
@@ -41,6 +43,25 @@ def cluster():
         return rbd_core.Cluster(conffile=conf, client_id=os.environ.get("RBD_TEST_CLIENT_ID", "admin"))
     except rbd_core.Error as e:
         pytest.fail(f"cannot connect to the dev cluster ({e}); {HOW}")
+
+
+HOW2 = ("start the second dev cluster with `RBD_DEV_DIR=.ceph-dev/shared2 RBD_DEV_MON_PORT=40920 "
+        "scripts/vstart.sh up` and export RBD_TEST_CEPH_CONF2=<its ceph.conf> (the README test command "
+        "does both)")
+
+
+@pytest.fixture(scope="session")
+def cluster2(cluster):
+    conf = os.environ.get("RBD_TEST_CEPH_CONF2")
+    if not conf:
+        pytest.fail(f"RBD_TEST_CEPH_CONF2 is not set: this test needs a second cluster; {HOW2}")
+    import rbd_core
+    try:
+        c2 = rbd_core.Cluster(conffile=conf, client_id=os.environ.get("RBD_TEST_CLIENT_ID", "admin"))
+    except rbd_core.Error as e:
+        pytest.fail(f"cannot connect to the second dev cluster at {conf} ({e}); {HOW2}")
+    assert c2.fsid() != cluster.fsid(), "CEPH_CONF and RBD_TEST_CEPH_CONF2 must be two clusters"
+    return c2
 
 
 @pytest.fixture

@@ -79,6 +79,12 @@ def is_uuid(s: str) -> bool:
         return False
 
 
+def mon_name(r: Any) -> str:
+    """The first monitor's name (from ``mon dump``)."""
+    _, out, _ = r.mon_command(json.dumps({"prefix": "mon dump", "format": "json"}), b"")
+    return str(json.loads(out)["mons"][0]["name"])
+
+
 def snaps_view(img: Any) -> list[Any]:
     out = []
     for s in img.list_snaps():
@@ -121,6 +127,34 @@ def main() -> None:  # noqa: C901, PLR0915 - one linear script
     rec("rados.mon_command_bad_prefix", lambda: r.mon_command(json.dumps({"prefix": "no such command"}),
                                                               b"")[0])
     rec("rados.open_ioctx_missing", lambda: r.open_ioctx("no-such-pool-rbdcore"))
+
+    # mon_command's full signature: timeout (ignored), target (a monitor's name or rank).
+    def mon_target(target: Any) -> Any:
+        ret, out, _ = r.mon_command(json.dumps({"prefix": "mon_status", "format": "json"}), b"", target=target)
+        return ret, sorted(json.loads(out))[:3] if ret == 0 else out
+
+    rec("rados.mon_command_target_name", lambda: mon_target(mon_name(r)))
+    rec("rados.mon_command_target_rank", lambda: mon_target(0))
+    rec("rados.mon_command_target_unknown", lambda: mon_target("no-such-mon-rbdcore")[0])
+    rec("rados.mon_command_target_bad_rank", lambda: mon_target(7)[0])
+    rec("rados.mon_command_timeout_kw", lambda: r.mon_command(cmd=json.dumps({"prefix": "osd pool get", "pool": POOL,
+                                                                              "var": "size"}),
+                                                              inbuf=b"", timeout=5, target=None)[0])
+    # conf_set on a connected handle changes the running client.
+    rec("rados.conf_set_after_connect", lambda: r.conf_set("rbd_default_order", "22"))
+    rec("rados.conf_get_after_conf_set", lambda: r.conf_get("rbd_default_order"))
+    rec("rados.conf_set_after_connect_unknown", lambda: r.conf_set("no_such_option_rbdcore", "1"))
+    rec("rados.conf_set_after_connect_bad_value", lambda: r.conf_set("rbd_cache", "notabool"))
+
+    def other_clustername() -> Any:
+        r4 = rados.Rados(conffile=CONF, rados_id=CLIENT, clustername="rbdcoreother")
+        r4.connect()
+        try:
+            return r4.state, is_uuid(r4.get_fsid()), r4.get_fsid() == r.get_fsid(), r4.conf_get("cluster")
+        finally:
+            r4.shutdown()
+
+    rec("rados.clustername_other", other_clustername)
 
     def ctx_manager() -> Any:
         with rados.Rados(conffile=CONF, rados_id=CLIENT) as r2:

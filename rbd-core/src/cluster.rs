@@ -143,6 +143,13 @@ impl ClusterBuilder {
         &self.client_id
     }
 
+    /// The cluster name passed to `rados_create2` (default `ceph`; it names the default conf
+    /// file `/etc/ceph/$cluster.conf` and expands `$cluster` in options).
+    pub fn cluster_name(&mut self, name: impl Into<String>) -> &mut Self {
+        self.cluster_name = name.into();
+        self
+    }
+
     /// Connects.
     ///
     /// # Errors
@@ -490,6 +497,67 @@ impl Cluster {
             );
         }
         Ok((out, status))
+    }
+
+    /// Sends a JSON command to one monitor, `target` (its name, or its rank as a number);
+    /// returns (output buffer, status string). Wraps `rados_mon_command_target`.
+    ///
+    /// # Errors
+    /// The monitor's errno, with its status string as the message (`NotFound` for an unknown
+    /// monitor).
+    pub fn mon_command_target(&self, target: &str, json: &str, input: &[u8]) -> Result<(Vec<u8>, String)> {
+        let _s = tracing::debug_span!("mon_command_target", target).entered();
+        let name = cstr("rados_mon_command_target", "target", target)?;
+        let cmd = cstr("rados_mon_command_target", "command", json)?;
+        let cmds = [cmd.as_ptr()];
+        let (mut outbuf, mut outlen): (*mut c_char, usize) = (ptr::null_mut(), 0);
+        let (mut outs, mut outslen): (*mut c_char, usize) = (ptr::null_mut(), 0);
+        // SAFETY: all pointers valid; outputs are freed below with rados_buffer_free.
+        let r = unsafe {
+            rados_raw::rados_mon_command_target(
+                self.raw(),
+                name.as_ptr(),
+                cmds.as_ptr() as *mut *const c_char,
+                1,
+                input.as_ptr().cast(),
+                input.len(),
+                &mut outbuf,
+                &mut outlen,
+                &mut outs,
+                &mut outslen,
+            )
+        };
+        let take = |p: *mut c_char, n: usize| -> Vec<u8> {
+            if p.is_null() {
+                return Vec::new();
+            }
+            // SAFETY: librados allocated n bytes at p.
+            let v = unsafe { std::slice::from_raw_parts(p as *const u8, n) }.to_vec();
+            // SAFETY: allocated by librados.
+            unsafe { rados_raw::rados_buffer_free(p) };
+            v
+        };
+        let out = take(outbuf, outlen);
+        let status = String::from_utf8_lossy(&take(outs, outslen)).into_owned();
+        if r < 0 {
+            return Err(Error::from_errno(i64::from(r), "rados_mon_command_target", Some(target.to_string()))
+                .with_message(status));
+        }
+        Ok((out, status))
+    }
+
+    /// Changes a configuration option of this connected client at run time (as `ceph daemon
+    /// ... config set`; options read only at start-up keep their old effect). Wraps
+    /// `rados_conf_set`.
+    ///
+    /// # Errors
+    /// [`ErrorKind::NotFound`] for an unknown option, [`ErrorKind::InvalidArgument`] for a value
+    /// the option does not accept.
+    pub fn conf_set(&self, key: &str, value: &str) -> Result<()> {
+        let _s = tracing::debug_span!("conf_set", key, value).entered();
+        let (k, v) = (cstr("rados_conf_set", "option", key)?, cstr("rados_conf_set", "value", value)?);
+        try_call!(rados_raw::rados_conf_set(self.raw(), k.as_ptr(), v.as_ptr()); "rados_conf_set", key.to_string())?;
+        Ok(())
     }
 
     /// Blocklists a client address (as `ceph osd blocklist add`).

@@ -21,7 +21,7 @@ use; call ``rbd_core.reset_logging()`` after changing them at run time.
 """
 from __future__ import annotations
 
-from . import cinder, diff, errors, glance, nova  # recipe and diff-engine submodules
+from . import backup, cinder, diff, errors, flatten, glance, groups, nova, placement, reconcile  # noqa: F401 - recipe and diff-engine submodules
 from ._native import (
     AdvisoryLock,
     CancelToken,

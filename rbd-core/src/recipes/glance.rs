@@ -344,7 +344,7 @@ impl GlanceStore {
         if hashers.is_empty() || !self.hash_thread {
             loop {
                 let mut buf = sink.w.buffer();
-                let Some(off) = feed.next(&img, &mut reader, &mut buf, piece, progress)? else { break };
+                let Some(off) = feed.next(img, &mut reader, &mut buf, piece, progress)? else { break };
                 hashers.update(&buf);
                 let zero = sink.thin && is_all_zero(&buf);
                 sink.put(off, buf, zero)?;
@@ -375,7 +375,7 @@ impl GlanceStore {
                 let r = (|| {
                     loop {
                         let mut buf = sink.w.buffer();
-                        let Some(off) = feed.next(&img, &mut reader, &mut buf, piece, progress)? else { break };
+                        let Some(off) = feed.next(img, &mut reader, &mut buf, piece, progress)? else { break };
                         let buf = Arc::new(buf);
                         for tx in &feeds {
                             tx.send(Arc::clone(&buf)).map_err(|_| hashing_stopped())?;
@@ -981,7 +981,7 @@ pub(crate) fn remove_snap_if_exists(pool: &Pool, image: &str, snap: &str) -> Res
 /// snapshot is fine. (Undo helper.)
 pub(crate) fn remove_snap_on(img: &Image, snap: &str) -> Result<()> {
     match img.snap_is_protected(snap) {
-        Ok(true) => unprotect_tolerant(&img, snap)?,
+        Ok(true) => unprotect_tolerant(img, snap)?,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e),
         Ok(false) => {}

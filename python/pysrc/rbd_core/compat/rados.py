@@ -3,12 +3,11 @@ monitor commands, cluster stats) and ``Ioctx`` (small-object I/O).
 
 Differences from python-rados (Pacific):
 
-* ``conf_set`` after ``connect`` raises ``NotImplementedError`` (rbd-core applies
-  configuration when it connects); set options before connecting or pass ``conf=``.
 * ``conf_get`` before ``connect`` only sees values set with ``conf``/``conf_set`` (the conf
   file is read when connecting) and returns None for others.
-* ``mon_command(target=...)`` (one monitor) is not supported; the command goes to the quorum.
-* ``clustername`` other than ``"ceph"`` is not supported.
+* ``conf_set`` after ``connect`` changes the running client (``rados_conf_set``), as
+  python-rados does; ``clustername`` is given to librados (``$cluster``); ``mon_command``
+  takes python-rados' ``timeout`` (ignored, as there) and ``target`` (a monitor's name or rank).
 * No object listing iterators with locators, xattrs, omap, aio, snapshots or watch/notify:
   RBD services keep images in librbd and at most a few metadata objects in RADOS.
 """
@@ -169,13 +168,13 @@ class Rados:
                  flags: int = 0, context: Any = None) -> None:
         if rados_id is not None and name is not None:
             raise Error("Rados(): can't supply both rados_id and name")
-        if clustername not in (None, "", "ceph"):
-            raise NotImplementedError("rbd_core.compat.rados supports only the cluster name 'ceph'")
         if name is not None:
             client_id = name[len("client."):] if name.startswith("client.") else name
         else:
             client_id = rados_id or "admin"
         self.rados_id = client_id
+        #: The cluster name given to librados (``$cluster``; default ``ceph``).
+        self.clustername = clustername or "ceph"
         self.conffile: str | None = conffile or None
         self._overrides: dict[str, str] = {}
         for src in (conf_defaults, conf):
@@ -207,12 +206,14 @@ class Rados:
         self.require_state("configuring", "connected")
 
     def conf_set(self, option: str, val: str) -> None:
-        """Sets ``option`` (before ``connect``)."""
+        """Sets ``option``: before ``connect`` it is applied when connecting; on a connected
+        handle it changes the running client (``rados_conf_set``), as in python-rados."""
         self.require_state("configuring", "connected")
         if self.state == "connected":
-            raise NotImplementedError(
-                "rbd_core.compat.rados: conf_set after connect is not supported; "
-                "set options before connect() or pass conf=")
+            try:
+                self._c.conf_set(str(option), str(val))
+            except _errors.OSError as e:
+                raise _translate(e, "error calling conf_set") from e
         self._overrides[str(option)] = str(val)
 
     def conf_get(self, option: str) -> str | None:
@@ -234,7 +235,7 @@ class Rados:
         try:
             self._cluster = rbd_core.Cluster(
                 conffile=self.conffile, client_id=self.rados_id, conf=dict(self._overrides),
-                timeout=float(timeout) if timeout else None, shared=False)
+                timeout=float(timeout) if timeout else None, shared=False, cluster_name=self.clustername)
         except _errors.OSError as e:
             raise _translate(e, "error connecting to the cluster") from e
         self.state = "connected"
@@ -284,12 +285,11 @@ class Rados:
 
     def mon_command(self, cmd: str, inbuf: bytes, timeout: int = 0,
                     target: str | int | None = None) -> tuple[int, bytes, str]:
-        """Sends a JSON command to the monitors: ``(ret, outbuf, outs)``; a failure is a
-        negative ``ret`` (no exception), as in python-rados."""
-        if target is not None:
-            raise NotImplementedError("rbd_core.compat.rados: mon_command(target=...) is not supported")
+        """Sends a JSON command to the monitors, or to monitor ``target`` (name or rank):
+        ``(ret, outbuf, outs)``; a failure is a negative ``ret`` (no exception), as in
+        python-rados. ``timeout`` is ignored, as python-rados does (the C API has none)."""
         try:
-            out, status = self._c.mon_command(cmd, inbuf)
+            out, status = self._c.mon_command(cmd, inbuf, target=target)
         except _errors.OSError as e:
             return -(e.errno or _errno.EIO), b"", e.detail or ""
         return 0, out, status
