@@ -3,7 +3,7 @@
 # against it, then the cluster is stopped (also on failure).
 #
 #   RBD_TEST_DIR / RBD_TEST_MON_PORT   where the throwaway cluster lives (default .ceph-dev/test, 40950)
-#   RBD_TEST_FAST=1                    skip the short fuzz smoke run
+#   RBD_TEST_FAST=1                    skip the short fuzz and benchmark smoke runs
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -34,5 +34,7 @@ echo "== Python tests"
 if [ "${RBD_TEST_FAST:-0}" != 1 ]; then
   echo "== Fuzz smoke (diff stream parser, bounded)"
   scripts/fuzz.sh "${RBD_FUZZ_SECONDS:-30}" || status=1
+  echo "== Benchmark smoke (benches/compare --quick against these two clusters, ~1 min)"
+  cargo test --bench compare -- --quick || status=1
 fi
 exit $status
