@@ -173,11 +173,7 @@ fn run_recipe(args: &[String], env: Option<(String, String)>) -> Outcome {
         // Fence the dead process, as an orchestrator would: its watches go at once, so its
         // images are not "in use" for the OSD watch timeout (30 s) and its stale exclusive
         // locks can be broken by the next user.
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        if let Some(addr) = stdout.lines().find_map(|l| l.strip_prefix("ADDR ")) {
-            let c = common::cluster().expect("cluster");
-            c.blocklist_add(addr.trim(), Some(Duration::from_secs(600))).expect("blocklist the killed runner");
-        }
+        common::fence_killed_runner(&String::from_utf8_lossy(&out.stdout));
         Outcome::Killed
     } else if out.status.success() {
         Outcome::Ok

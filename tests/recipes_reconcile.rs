@@ -104,6 +104,8 @@ fn run_recipe(args: &[&str], kill_at: Option<&str>) -> Outcome {
     let out = cmd.output().expect("run recipe_runner");
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     if out.status.signal() == Some(libc::SIGKILL) {
+        // Fenced, as an orchestrator would (otherwise the dead watch keeps its images "in use").
+        common::fence_killed_runner(&stdout);
         Outcome::Killed
     } else if out.status.success() {
         Outcome::Ok
@@ -757,7 +759,11 @@ fn stale_slot_lock_is_broken_and_live_slot_kept() {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    while line.is_empty() || line.starts_with("ADDR ") {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "runner exited before holding a slot");
+    }
     let dead_slot: usize =
         line.trim().strip_prefix("HOLDING ").unwrap_or_else(|| panic!("runner said {line:?}")).parse().unwrap();
     child.kill().unwrap();

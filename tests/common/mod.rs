@@ -148,3 +148,13 @@ pub fn record_figure(suite: &str, name: &str, figure: &str, pass: bool, detail: 
         let _ = std::fs::write(dir.join(format!("{suite}.{name}.json")), format!("{v:#}\n"));
     }
 }
+
+/// Fences a SIGKILLed `recipe_runner` (which prints `ADDR <client address>` first), as an
+/// orchestrator would: blocklisting its address ends its watches at once, so its images are not
+/// "in use" for the OSD watch timeout (30 s) and its stale exclusive locks can be broken.
+pub fn fence_killed_runner(stdout: &str) {
+    if let Some(addr) = stdout.lines().find_map(|l| l.strip_prefix("ADDR ")) {
+        let c = cluster().expect("cluster");
+        c.blocklist_add(addr.trim(), Some(std::time::Duration::from_secs(600))).expect("blocklist the killed runner");
+    }
+}
