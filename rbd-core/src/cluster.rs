@@ -554,7 +554,8 @@ impl Cluster {
     /// [`ErrorKind::NotFound`] for an unknown option, [`ErrorKind::InvalidArgument`] for a value
     /// the option does not accept.
     pub fn conf_set(&self, key: &str, value: &str) -> Result<()> {
-        let _s = tracing::debug_span!("conf_set", key, value).entered();
+        let shown = if is_secret_option(key) { "<redacted>" } else { value };
+        let _s = tracing::debug_span!("conf_set", key, value = shown).entered();
         let (k, v) = (cstr("rados_conf_set", "option", key)?, cstr("rados_conf_set", "value", value)?);
         try_call!(rados_raw::rados_conf_set(self.raw(), k.as_ptr(), v.as_ptr()); "rados_conf_set", key.to_string())?;
         Ok(())

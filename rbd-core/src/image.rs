@@ -368,7 +368,8 @@ impl Image {
     /// Resizes (`rbd_resize2`); shrinking needs `allow_shrink`.
     ///
     /// # Errors
-    /// [`ErrorKind::InvalidArgument`] when shrinking without `allow_shrink`.
+    /// [`ErrorKind::InvalidArgument`] when shrinking without `allow_shrink`, or for a size above
+    /// `i64::MAX` bytes (librbd's object count wraps near `u64::MAX`).
     pub fn resize(&self, size: u64, allow_shrink: bool) -> Result<()> {
         self.resize_with_progress(size, allow_shrink, &mut Progress::none())
     }
@@ -379,6 +380,7 @@ impl Image {
     /// As [`Image::resize`], plus [`ErrorKind::Cancelled`].
     pub fn resize_with_progress(&self, size: u64, allow_shrink: bool, progress: &mut Progress<'_>) -> Result<()> {
         let _s = tracing::debug_span!("resize", image = %self.spec(), size).entered();
+        crate::pool::validate_image_size("rbd_resize2", size).map_err(|e| e.with_target(self.spec()))?;
         run_with_progress(
             progress,
             "rbd_resize2",

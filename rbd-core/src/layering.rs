@@ -116,8 +116,9 @@ fn fit_clone_geometry<'o>(
 ///
 /// # Errors
 /// [`ErrorKind::InvalidArgument`] for a v1 clone of an unprotected snapshot (the message says
-/// so) or bad options, [`ErrorKind::NotFound`] when the parent or snapshot is missing,
-/// [`ErrorKind::Exists`] when `child` exists, [`ErrorKind::PermissionDenied`] without write
+/// so), bad options or a bad child name ([`Pool::validate_image_name`]),
+/// [`ErrorKind::NotFound`] when the parent or snapshot is missing, [`ErrorKind::Exists`] when
+/// `child` exists, [`ErrorKind::PermissionDenied`] without write
 /// caps on the child pool, [`ErrorKind::Unsupported`] when the parent lacks layering.
 pub fn clone_image(
     parent_pool: &Pool,
@@ -136,6 +137,7 @@ pub fn clone_image(
         child
     )
     .entered();
+    Pool::validate_image_name(child).map_err(|e| e.with_target(child_pool.spec(child, None)))?;
     let p = cstr("rbd_clone3", "parent image", parent)?;
     let s = cstr("rbd_clone3", "parent snapshot", snap)?;
     let c = cstr("rbd_clone3", "child image", child)?;

@@ -199,9 +199,13 @@ impl Pool {
     ///
     /// # Errors
     /// [`ErrorKind::Exists`] when the name is taken, [`ErrorKind::PermissionDenied`] without
-    /// write caps on the pool, [`ErrorKind::InvalidArgument`] for a bad option combination.
+    /// write caps on the pool, [`ErrorKind::InvalidArgument`] for a bad option combination, a
+    /// bad name ([`Pool::validate_image_name`]: librbd itself accepts `/` and `@`, which makes
+    /// an image no `pool/image@snap` spec can name) or a size above `i64::MAX` bytes.
     pub fn create_image(&self, name: &str, size: u64, opts: &ImageOptions) -> Result<()> {
         let _s = tracing::debug_span!("create_image", pool = %self.name(), image = name, size).entered();
+        Pool::validate_image_name(name).map_err(|e| e.with_target(self.spec(name, None)))?;
+        validate_image_size("rbd_create4", size).map_err(|e| e.with_target(self.spec(name, None)))?;
         let c = cstr("rbd_create4", "image", name)?;
         let o = opts.to_raw()?;
         try_call!(rbd_raw::rbd_create4(self.raw(), c.as_ptr(), size, o.raw()); "rbd_create4", self.spec(name, None))?;
@@ -358,6 +362,25 @@ impl Pool {
         }
         Ok(())
     }
+}
+
+/// The largest image size this crate creates or resizes to: `i64::MAX` bytes (8 EiB).
+///
+/// librbd accepts any `u64`, but its object count (`(size + object_size - 1) / object_size`)
+/// wraps for sizes near `u64::MAX` (an image of "16 EiB in 0 objects" that passes the object
+/// map's size check), and qemu and the kernel client address images with signed 64-bit offsets.
+pub(crate) const MAX_IMAGE_SIZE: u64 = i64::MAX as u64;
+
+/// Fails with [`ErrorKind::InvalidArgument`] when `size` is above `MAX_IMAGE_SIZE`.
+pub(crate) fn validate_image_size(op: &'static str, size: u64) -> Result<()> {
+    if size > MAX_IMAGE_SIZE {
+        return Err(Error::new(
+            ErrorKind::InvalidArgument,
+            op,
+            format!("image size {size} is above the maximum of {MAX_IMAGE_SIZE} bytes"),
+        ));
+    }
+    Ok(())
 }
 
 /// A NUL-terminated copy of a string for calls that take `const char*`, or NULL.

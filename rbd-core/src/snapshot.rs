@@ -360,7 +360,8 @@ impl Image {
     ///
     /// # Errors
     /// [`ErrorKind::Exists`] when the name is taken, [`ErrorKind::QuotaExceeded`] over the
-    /// snapshot limit, [`ErrorKind::ReadOnly`] on a read-only handle.
+    /// snapshot limit, [`ErrorKind::ReadOnly`] on a read-only handle,
+    /// [`ErrorKind::InvalidArgument`] for an empty name or one with a NUL byte.
     pub fn snap_create(&self, name: &str) -> Result<()> {
         self.snap_create_with_flags(name, SnapCreateFlags::SKIP_QUIESCE)
     }
@@ -373,6 +374,10 @@ impl Image {
     pub fn snap_create_with_flags(&self, name: &str, flags: SnapCreateFlags) -> Result<()> {
         let _s = tracing::debug_span!("snap_create", pool = %self.pool().name(), image = %self.name(), snap = name, flags = flags.0)
             .entered();
+        // librbd accepts an empty name and creates a snapshot nothing can address by name.
+        if name.is_empty() {
+            return Err(Error::invalid("rbd_snap_create2", "empty snapshot name").with_target(self.spec()));
+        }
         let c = cstr("rbd_snap_create2", "snapshot", name)?;
         // librbd calls the progress function without a NULL check, so always pass one.
         run_with_progress(
