@@ -28,7 +28,7 @@ eval "$(RBD_DEV_DIR=$C1 RBD_DEV_MON_PORT=$P1 scripts/vstart.sh env)"
 
 status=0
 echo "== Rust tests"
-cargo test --workspace --exclude rbd-core-python 2>&1 | tee target/rust-tests.log || status=1
+cargo test --workspace --exclude rbd-core-python --no-fail-fast 2>&1 | tee target/rust-tests.log || status=1
 echo "== Python tests"
 .venv/bin/python -m pytest -q python/tests || status=1
 if [ "${RBD_TEST_FAST:-0}" != 1 ]; then
@@ -37,4 +37,6 @@ if [ "${RBD_TEST_FAST:-0}" != 1 ]; then
   echo "== Benchmark smoke (benches/compare --quick against these two clusters, ~1 min)"
   cargo test --bench compare -- --quick || status=1
 fi
+echo "== Reliability summary (figures the fault_* tests recorded)"
+scripts/reliability.sh --summary || status=1
 exit $status
