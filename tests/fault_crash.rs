@@ -312,13 +312,16 @@ fn sym_diff(a: &[String], b: &[String]) -> Vec<String> {
 // ---------------------------------------------------------------------------------------------
 // The sweep.
 
+/// Runner arguments for one run id.
+type ArgsFn<'a> = Box<dyn Fn(&str) -> Vec<String> + 'a>;
+
 /// One way to run a recipe (a path through its saga).
 struct Scenario<'a> {
     name: &'static str,
     /// Makes what one run needs (per run id `it`).
     setup: Box<dyn Fn(&str) + 'a>,
     /// Runner arguments.
-    args: Box<dyn Fn(&str) -> Vec<String> + 'a>,
+    args: ArgsFn<'a>,
     /// After a crash and reconcile: the service's own error path. Returns false when the
     /// recipe's work is already complete and must not run again.
     recover: Box<dyn Fn(&str) -> bool + 'a>,
@@ -1060,9 +1063,8 @@ fn flatten_slot_crash_while_held() {
         args: Box::new(|it| {
             vec![s("throttle.flatten"), s("volumes"), child(it), s("rbd"), prefix.clone(), SLOT_LEASE_MS.to_string()]
         }),
-        // Flattened already (killed just before the release): nothing to run again, but the
-        // next flatten through the throttle takes and releases the slot (reconcile broke the
-        // dead holder's lock but leaves its heartbeat key, which the next release removes).
+        // Flattened already (killed just before the release): nothing to run again; the next
+        // flatten through the throttle takes and releases the slot, as a service's would.
         recover: Box::new(|it| {
             let again = Image::open_read_only(&volumes, &child(it)).unwrap().parent().unwrap().is_some();
             if !again {

@@ -245,7 +245,7 @@ impl BootDisk {
 
     /// Clones the image into `pool` and grows it.
     ///
-    /// Wraps `rbd_open_read_only` (once per image snapshot and process: see [`snap_facts`]),
+    /// Wraps `rbd_open_read_only` (once per image snapshot and process: a snapshot's size never changes),
     /// `rbd_clone3` and `rbd_resize2`.
     ///
     /// # Errors

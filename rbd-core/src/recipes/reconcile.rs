@@ -79,7 +79,20 @@
 //!   whose holder's heartbeat is older than [`Reconcile::slot_lease`] and either the holder has
 //!   no watch on the slot image any more (it died at least an OSD watch timeout ago) or the
 //!   heartbeat is also older than `min_age`. The lock is broken with `rbd_lock_break`, which
-//!   blocklists the dead holder's client, as the throttle's own takeover does.
+//!   blocklists the dead holder's client, as the throttle's own takeover does, and the dead
+//!   holder's heartbeat key is removed, as a release would (nothing of it is left behind).
+//!
+//! # Crashed processes
+//!
+//! A client killed mid-recipe (SIGKILL, OOM, power loss) keeps its watches on the images it
+//! had open for about 30 s (`osd_client_watch_timeout`) unless the orchestrator fences it
+//! first by blocklisting its address ([`Cluster::blocklist_add`](crate::Cluster::blocklist_add);
+//! the address is [`Cluster::addrs`](crate::Cluster::addrs) of the dead process's connection),
+//! which drops them at once. Until then, removing those images fails with
+//! [`ErrorKind::Busy`] (EBUSY, "image still has watchers"), reconcile leaves them alone (it never
+//! removes a watched image), and a waiter for the dead client's managed exclusive lock waits
+//! too (librbd breaks a dead owner's lock only once its watch is gone). Reconcile handles the
+//! leftovers after that: run it once the watches are gone (or the client is blocklisted).
 //!
 //! # Dry run and apply
 //!
@@ -1260,7 +1273,14 @@ fn execute(c: &Candidate) -> Result<()> {
             if img.metadata_get(HEARTBEAT_KEY).ok().as_deref() != Some(heartbeat.as_str()) {
                 return Err(changed(c, "the heartbeat moved: the holder is alive"));
             }
-            img.lock_break(LockMode::Exclusive, owner)
+            img.lock_break(LockMode::Exclusive, owner)?;
+            // The dead holder's heartbeat goes with its lock, as a release would remove it. Best
+            // effort: a new holder that took the slot meanwhile owns the lock, so the remove
+            // fails (read-only) and its own heartbeat stays.
+            if let Err(e) = img.metadata_remove(HEARTBEAT_KEY) {
+                tracing::debug!(image = %c.image, error = %e, "slot heartbeat left after breaking the lock");
+            }
+            Ok(())
         }
     }
 }
