@@ -29,7 +29,7 @@ mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
+
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -83,32 +83,6 @@ const LOCK_REGION: u64 = 256 * KIB;
 
 fn token() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..12].to_string()
-}
-
-fn cluster2() -> Cluster {
-    let conf = std::env::var("RBD_TEST_CEPH_CONF2")
-        .expect("RBD_TEST_CEPH_CONF2 is not set: the backups go to the second dev cluster (see tests/README.md)");
-    Cluster::shared(Some(Path::new(&conf)), &common::client_id()).expect("connect to the second dev cluster")
-}
-
-/// The recipe runner binary (built once per process).
-fn runner_bin() -> PathBuf {
-    static BUILT: Mutex<bool> = Mutex::new(false);
-    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().unwrap().parent().unwrap().join("examples").join("recipe_runner");
-    if !*built {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--example", "recipe_runner"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("run cargo build --example recipe_runner");
-        assert!(status.success(), "cargo build --example recipe_runner failed");
-        *built = true;
-    }
-    assert!(bin.exists(), "{} missing", bin.display());
-    bin
 }
 
 /// `pool/image[@snap]`, for messages.
@@ -347,7 +321,7 @@ fn run_child(board: &Board, args: &[String]) -> Result<String, String> {
     if board.aborted.load(Ordering::SeqCst) {
         return Err("aborted by the watchdog".into());
     }
-    let mut child = Command::new(runner_bin())
+    let mut child = Command::new(common::runner_bin())
         .args(args)
         .env("RBD_TEST_CLIENT_ID", common::client_id())
         .env_remove("RBD_CORE_FAILPOINTS")
@@ -670,7 +644,7 @@ impl Lane<'_> {
 #[test]
 fn recipes_at_once_across_threads_and_processes() {
     let c = live!();
-    let c2 = cluster2();
+    let c2 = common::cluster2();
     let t0 = Instant::now();
     let tok = token();
     let uuid_prefix = format!("{}-{}-", &tok[..8], &tok[8..12]);
@@ -688,7 +662,7 @@ fn recipes_at_once_across_threads_and_processes() {
     let board = Arc::new(Board::default());
     let _watchdog = Watchdog::start("recipes", BUDGET, Arc::clone(&board), Arc::clone(&owned));
     let _cleanup = Cleanup(Arc::clone(&owned));
-    runner_bin();
+    common::runner_bin();
 
     // The shared Glance image: 8 MiB with a 1 MiB hole.
     let mut base_data = pattern(7, BASE_SIZE as usize);
@@ -842,7 +816,7 @@ fn lock_writers_take_turns_on_one_image() {
     let board = Arc::new(Board::default());
     let _watchdog = Watchdog::start("lock_writers", BUDGET, Arc::clone(&board), Arc::clone(&owned));
     let _cleanup = Cleanup(Arc::clone(&owned));
-    runner_bin();
+    common::runner_bin();
     let writers = LOCK_THREADS + LOCK_PROCS;
     let name = format!("fcc-{tok}-lock");
     let size = 4096 + writers * LOCK_REGION;

@@ -29,10 +29,8 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 use common::{pattern, purge_image, record_figure};
@@ -123,32 +121,6 @@ fn pool(c: &Cluster, name: &str) -> Pool {
     Pool::open(c, name).unwrap()
 }
 
-fn cluster2() -> Cluster {
-    let conf = std::env::var("RBD_TEST_CEPH_CONF2")
-        .expect("RBD_TEST_CEPH_CONF2 is not set: the backup sweeps need the second dev cluster (see tests/README.md)");
-    Cluster::shared(Some(Path::new(&conf)), &common::client_id()).expect("connect to the second dev cluster")
-}
-
-/// The recipe runner binary (built once per process).
-fn runner_bin() -> PathBuf {
-    static BUILT: Mutex<bool> = Mutex::new(false);
-    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().unwrap().parent().unwrap().join("examples").join("recipe_runner");
-    if !*built {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--example", "recipe_runner"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("run cargo build --example recipe_runner");
-        assert!(status.success(), "cargo build --example recipe_runner failed");
-        *built = true;
-    }
-    assert!(bin.exists(), "{} missing", bin.display());
-    bin
-}
-
 #[derive(Debug, PartialEq, Eq)]
 enum Outcome {
     Killed,
@@ -158,7 +130,7 @@ enum Outcome {
 
 /// Runs the runner with `args` and extra environment `env` (e.g. the failpoint).
 fn run_recipe(args: &[String], env: Option<(String, String)>) -> Outcome {
-    let mut cmd = Command::new(runner_bin());
+    let mut cmd = Command::new(common::runner_bin());
     cmd.args(args)
         .env("RBD_TEST_CLIENT_ID", common::client_id())
         .env_remove("RBD_CORE_FAILPOINTS")
@@ -845,7 +817,7 @@ fn cinder_volume_delete_crash_at_every_step() {
 #[test]
 fn backup_create_crash_at_every_step() {
     let c = live!();
-    let c2 = cluster2();
+    let c2 = common::cluster2();
     let volumes = pool(&c, "volumes");
     let backups = pool(&c2, "backups");
     let tok = token();
@@ -898,7 +870,7 @@ fn backup_create_crash_at_every_step() {
 #[test]
 fn backup_restore_crash_at_every_step() {
     let c = live!();
-    let c2 = cluster2();
+    let c2 = common::cluster2();
     let volumes = pool(&c, "volumes");
     let backups = pool(&c2, "backups");
     let tok = token();

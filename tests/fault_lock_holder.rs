@@ -6,10 +6,8 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::record_figure;
@@ -23,24 +21,6 @@ const LEASE: Duration = Duration::from_millis(1500);
 /// `osd_client_watch_timeout` (Pacific default): how long the OSD keeps a dead client's watch.
 const WATCH_TIMEOUT: Duration = Duration::from_secs(30);
 
-fn runner_bin() -> PathBuf {
-    static BUILT: Mutex<bool> = Mutex::new(false);
-    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().unwrap().parent().unwrap().join("examples").join("recipe_runner");
-    if !*built {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--example", "recipe_runner"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("run cargo build --example recipe_runner");
-        assert!(status.success(), "cargo build --example recipe_runner failed");
-        *built = true;
-    }
-    bin
-}
-
 /// A holder process; killed on drop.
 struct Holder {
     child: Child,
@@ -51,7 +31,7 @@ struct Holder {
 
 impl Holder {
     fn spawn(args: &[&str]) -> Holder {
-        let mut child = Command::new(runner_bin())
+        let mut child = Command::new(common::runner_bin())
             .args(args)
             .env("RBD_TEST_CLIENT_ID", common::client_id())
             .env_remove("RBD_CORE_FAILPOINTS")

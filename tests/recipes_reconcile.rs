@@ -13,9 +13,8 @@ mod common;
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
+
 use std::process::{Command, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{pattern, purge_image};
@@ -30,9 +29,6 @@ use rbd_core::{CloneFormat, Cluster, Image, ImageOptions, Pool, Progress, SnapNa
 use sha2::{Digest, Sha256};
 
 const MIB: u64 = 1 << 20;
-
-const HOW2: &str = "start the second dev cluster with `RBD_DEV_DIR=.ceph-dev/shared2 RBD_DEV_MON_PORT=40920 \
-scripts/vstart.sh up` and export RBD_TEST_CEPH_CONF2=<its ceph.conf> (`... scripts/vstart.sh env` prints it)";
 
 // ---------------------------------------------------------------------------------------------
 // Fixtures.
@@ -58,33 +54,6 @@ fn pool(c: &Cluster, name: &str) -> Pool {
     Pool::open(c, name).unwrap()
 }
 
-fn cluster2() -> Cluster {
-    let conf = std::env::var("RBD_TEST_CEPH_CONF2")
-        .unwrap_or_else(|_| panic!("RBD_TEST_CEPH_CONF2 is not set: backup reconcile needs a second cluster; {HOW2}"));
-    Cluster::shared(Some(Path::new(&conf)), &common::client_id())
-        .unwrap_or_else(|e| panic!("cannot connect to the second dev cluster at {conf} ({e}); {HOW2}"))
-}
-
-/// The recipe runner binary (`cargo build --example recipe_runner`, once per process).
-fn runner_bin() -> PathBuf {
-    static BUILT: Mutex<bool> = Mutex::new(false);
-    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().unwrap().parent().unwrap().join("examples").join("recipe_runner");
-    if !*built {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--example", "recipe_runner"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("run cargo build --example recipe_runner");
-        assert!(status.success(), "cargo build --example recipe_runner failed");
-        *built = true;
-    }
-    assert!(bin.exists(), "{} missing", bin.display());
-    bin
-}
-
 #[derive(Debug, PartialEq, Eq)]
 enum Outcome {
     /// SIGKILLed by the failpoint: no undo ran.
@@ -95,7 +64,7 @@ enum Outcome {
 
 /// Runs one recipe in a child process, crashing it at `kill_at` (`<recipe>.<step>`).
 fn run_recipe(args: &[&str], kill_at: Option<&str>) -> Outcome {
-    let mut cmd = Command::new(runner_bin());
+    let mut cmd = Command::new(common::runner_bin());
     cmd.args(args).env("RBD_TEST_CLIENT_ID", common::client_id()).stderr(Stdio::inherit());
     match kill_at {
         Some(fp) => cmd.env("RBD_CORE_FAILPOINTS", format!("{fp}=kill")),
@@ -355,7 +324,7 @@ fn cinder_create_from_volume_killed_at_each_step_is_reconciled() {
 #[test]
 fn backup_create_killed_at_each_step_is_reconciled() {
     let c = live!();
-    let c2 = cluster2();
+    let c2 = common::cluster2();
     assert_ne!(c.fsid().unwrap(), c2.fsid().unwrap(), "CEPH_CONF and RBD_TEST_CEPH_CONF2 must be two clusters");
     let volumes = pool(&c, "volumes");
     let backups = pool(&c2, "backups");
@@ -433,7 +402,7 @@ fn unix_now() -> u64 {
 #[test]
 fn orphans_go_and_live_look_alikes_stay() {
     let c = live!();
-    let c2 = cluster2();
+    let c2 = common::cluster2();
     let (images, vms, volumes) = (pool(&c, "images"), pool(&c, "vms"), pool(&c, "volumes"));
     let backups = pool(&c2, "backups");
     let tok = token();
@@ -751,7 +720,7 @@ fn stale_slot_lock_is_broken_and_live_slot_kept() {
     t.prefix(&prefix);
     let _cleanup = Cleanup { pools: vec![rbd.clone()], tok: tok.clone() };
     // A holder in another process takes a slot and dies.
-    let mut child = Command::new(runner_bin())
+    let mut child = Command::new(common::runner_bin())
         .args(["throttle.hold", "rbd", &prefix, "2"])
         .env("RBD_TEST_CLIENT_ID", common::client_id())
         .stdout(Stdio::piped())

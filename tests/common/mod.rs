@@ -158,3 +158,33 @@ pub fn fence_killed_runner(stdout: &str) {
         c.blocklist_add(addr.trim(), Some(std::time::Duration::from_secs(600))).expect("blocklist the killed runner");
     }
 }
+
+/// The `recipe_runner` example binary (`cargo build --example recipe_runner`, once per test
+/// process), for tests that crash recipes in a child process.
+pub fn runner_bin() -> std::path::PathBuf {
+    static BUILT: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    let exe = std::env::current_exe().expect("current test executable");
+    let bin = exe.parent().and_then(|d| d.parent()).expect("target/<profile>/deps").join("examples/recipe_runner");
+    if !*built {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = std::process::Command::new(cargo)
+            .args(["build", "--example", "recipe_runner"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("run cargo build --example recipe_runner");
+        assert!(status.success(), "cargo build --example recipe_runner failed");
+        *built = true;
+    }
+    assert!(bin.exists(), "{} missing", bin.display());
+    bin
+}
+
+/// The second dev cluster (`RBD_TEST_CEPH_CONF2`), for backups and cross-cluster transfers.
+pub fn cluster2() -> Cluster {
+    let conf = std::env::var("RBD_TEST_CEPH_CONF2").unwrap_or_else(|_| {
+        panic!("RBD_TEST_CEPH_CONF2 is not set: this test needs the second dev cluster; see tests/README.md")
+    });
+    Cluster::shared(Some(std::path::Path::new(&conf)), &client_id())
+        .unwrap_or_else(|e| panic!("cannot connect to the second dev cluster at {conf} ({e}); see tests/README.md"))
+}
