@@ -540,7 +540,7 @@ pub fn data_file(env: &Env, ds: DataSet, size: u64) -> PathBuf {
     p
 }
 
-/// A reader of `size` bytes of data set `ds` that cycles through a pre-made 64 MiB block (no
+/// A reader of `size` bytes of data set `ds` that cycles through a pre-made 8 MiB block (no
 /// file, no page cache; memcpy is the only cost). Used for the multi-GiB uploads.
 pub struct DataReader {
     block: Vec<u8>,

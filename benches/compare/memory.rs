@@ -228,7 +228,7 @@ pub fn run(env: &Env, out: &mut PhaseOut) {
     }
     out.note(format!(
         "memory: peak RSS (`wait4` ru_maxrss) of a child process doing one {} MiB operation, rbd_cache at its default \
-         (on, 32 MiB); the upload reads from a generator (a 64 MiB block repeated), not a file",
+         (on, 32 MiB); the upload reads from a generator (an 8 MiB block repeated), not a file",
         size / MIB
     ));
 }

@@ -151,6 +151,6 @@ fn uploads(env: &Env, out: &mut PhaseOut) {
         }
     }
     out.note(
-        "scaling: uploads of random data from a generator (a 64 MiB block repeated), one child process each".into(),
+        "scaling: uploads of random data from a generator (an 8 MiB block repeated), one child process each".into(),
     );
 }
