@@ -81,10 +81,6 @@ const LOCK_REGION: u64 = 256 * KIB;
 // ---------------------------------------------------------------------------------------------
 // Fixtures.
 
-fn token() -> String {
-    uuid::Uuid::new_v4().simple().to_string()[..12].to_string()
-}
-
 /// `pool/image[@snap]`, for messages.
 fn spec(pool: &Pool, image: &str, snap: Option<&str>) -> String {
     match snap {
@@ -646,7 +642,7 @@ fn recipes_at_once_across_threads_and_processes() {
     let c = live!();
     let c2 = common::cluster2();
     let t0 = Instant::now();
-    let tok = token();
+    let tok = common::token();
     let uuid_prefix = format!("{}-{}-", &tok[..8], &tok[8..12]);
     let open = |c: &Cluster, p: &str| Pool::open(c, p).unwrap();
     let (images, vms, volumes, rbd) = (open(&c, "images"), open(&c, "vms"), open(&c, "volumes"), open(&c, "rbd"));
@@ -810,7 +806,7 @@ type WriterResult = Result<(u64, u64), String>;
 fn lock_writers_take_turns_on_one_image() {
     let c = live!();
     let t0 = Instant::now();
-    let tok = token();
+    let tok = common::token();
     let rbd = Pool::open(&c, "rbd").unwrap();
     let owned = Arc::new(Owned { marks: vec![tok.clone()], pools: vec![rbd.clone()], backups: None, slots: None });
     let board = Arc::new(Board::default());

@@ -26,10 +26,9 @@
 //! Figure per recipe: (recipe, step) pairs killed, orphans (must be 0), data mismatches (must
 //! be 0). Every name contains a random token; reconciles consider only such names.
 mod common;
+use common::RunnerOutcome as Outcome;
 
 use std::collections::BTreeMap;
-use std::os::unix::process::ExitStatusExt;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -113,45 +112,15 @@ fn assert_same_steps(derived: &[String], consts: &[&str], what: &str) {
 // ---------------------------------------------------------------------------------------------
 // Fixtures.
 
-fn token() -> String {
-    uuid::Uuid::new_v4().simple().to_string()[..12].to_string()
-}
-
 fn pool(c: &Cluster, name: &str) -> Pool {
     Pool::open(c, name).unwrap()
 }
 
-#[derive(Debug, PartialEq, Eq)]
-enum Outcome {
-    Killed,
-    Ok,
-    Err(String),
-}
-
 /// Runs the runner with `args` and extra environment `env` (e.g. the failpoint).
 fn run_recipe(args: &[String], env: Option<(String, String)>) -> Outcome {
-    let mut cmd = Command::new(common::runner_bin());
-    cmd.args(args)
-        .env("RBD_TEST_CLIENT_ID", common::client_id())
-        .env_remove("RBD_CORE_FAILPOINTS")
-        .env_remove("RBD_RUNNER_KILL_AT")
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit());
-    if let Some((k, v)) = env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().expect("run recipe_runner");
-    if out.status.signal() == Some(libc::SIGKILL) {
-        // Fence the dead process, as an orchestrator would: its watches go at once, so its
-        // images are not "in use" for the OSD watch timeout (30 s) and its stale exclusive
-        // locks can be broken by the next user.
-        common::fence_killed_runner(&String::from_utf8_lossy(&out.stdout));
-        Outcome::Killed
-    } else if out.status.success() {
-        Outcome::Ok
-    } else {
-        Outcome::Err(String::from_utf8_lossy(&out.stdout).to_string())
-    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    common::run_runner(&args, &env)
 }
 
 fn sha_of(img: &Image, len: u64) -> Vec<u8> {
@@ -568,7 +537,7 @@ fn glance_delete(c: &Cluster, images: &Pool, id: &str) {
 fn glance_upload_crash_at_every_step() {
     let c = live!();
     let images = pool(&c, "images");
-    let tok = token();
+    let tok = common::token();
     let _cleanup = Cleanup { pools: vec![images.clone()], tok: tok.clone() };
     let steps = steps_in(SRC_GLANCE, "Saga::new(\"glance.upload\")");
     assert_same_steps(&steps, &UPLOAD_STEPS, "glance.upload");
@@ -602,7 +571,7 @@ fn glance_upload_crash_at_every_step() {
 fn nova_snapshot_crash_at_every_step() {
     let c = live!();
     let (images, vms) = (pool(&c, "images"), pool(&c, "vms"));
-    let tok = token();
+    let tok = common::token();
     let _cleanup = Cleanup { pools: vec![images.clone(), vms.clone()], tok: tok.clone() };
     let steps = steps_in(SRC_NOVA, "Saga::new(\"nova.snapshot\")");
     assert_same_steps(&steps, &nova::SNAPSHOT_STEPS, "nova.snapshot");
@@ -642,7 +611,7 @@ fn nova_snapshot_crash_at_every_step() {
 fn cinder_volume_from_volume_with_flatten_crash_at_every_step() {
     let c = live!();
     let volumes = pool(&c, "volumes");
-    let tok = token();
+    let tok = common::token();
     let _cleanup = Cleanup { pools: vec![volumes.clone()], tok: tok.clone() };
     let steps = steps_in(SRC_CINDER_CREATE, "const OP: &str = \"cinder.create_from_volume\"");
     // base@snapshot -> src (depth 1): with max_clone_depth 1 a clone of src is too deep, so
@@ -699,7 +668,7 @@ fn cinder_volume_from_volume_with_flatten_crash_at_every_step() {
 fn cinder_snapshot_delete_with_children_crash_at_every_step() {
     let c = live!();
     let volumes = pool(&c, "volumes");
-    let tok = token();
+    let tok = common::token();
     let _cleanup = Cleanup { pools: vec![volumes.clone()], tok: tok.clone() };
     let steps = steps_in(SRC_CINDER_SNAPSHOT, "const OP: &str = \"cinder.delete_snapshot\"");
     let v = |it: &str| format!("{tok}{it}-v");
@@ -739,7 +708,7 @@ fn cinder_snapshot_delete_with_children_crash_at_every_step() {
 fn cinder_volume_delete_crash_at_every_step() {
     let c = live!();
     let volumes = pool(&c, "volumes");
-    let tok = token();
+    let tok = common::token();
     let _cleanup = Cleanup { pools: vec![volumes.clone()], tok: tok.clone() };
     let steps = steps_in(SRC_CINDER_DELETE, "const OP: &str = \"cinder.delete_volume\"");
     let p = |it: &str| format!("{tok}{it}-p");
@@ -820,7 +789,7 @@ fn backup_create_crash_at_every_step() {
     let c2 = common::cluster2();
     let volumes = pool(&c, "volumes");
     let backups = pool(&c2, "backups");
-    let tok = token();
+    let tok = common::token();
     let _cleanup = Cleanup { pools: vec![volumes.clone(), backups.clone()], tok: tok.clone() };
     let steps = steps_in(SRC_BACKUP_CREATE, "Saga::new(OP)");
     assert_same_steps(&steps, &backup::CREATE_STEPS, "backup.create");
@@ -873,7 +842,7 @@ fn backup_restore_crash_at_every_step() {
     let c2 = common::cluster2();
     let volumes = pool(&c, "volumes");
     let backups = pool(&c2, "backups");
-    let tok = token();
+    let tok = common::token();
     let _cleanup = Cleanup { pools: vec![volumes.clone(), backups.clone()], tok: tok.clone() };
     let steps = steps_in(SRC_BACKUP_RESTORE, "Saga::new(OP)");
     assert_same_steps(&steps, &backup::RESTORE_STEPS, "backup.restore");
@@ -946,7 +915,7 @@ fn backup_restore_crash_at_every_step() {
 fn group_snapshot_crash_at_every_step() {
     let c = live!();
     let volumes = pool(&c, "volumes");
-    let tok = token();
+    let tok = common::token();
     let _cleanup = Cleanup { pools: vec![volumes.clone()], tok: tok.clone() };
     let steps = steps_in(SRC_GROUPS, "Saga::new(\"groups.snapshot\")");
     assert_same_steps(&steps, &groups::SNAPSHOT_STEPS, "groups.snapshot");
@@ -1011,7 +980,7 @@ fn group_snapshot_crash_at_every_step() {
 fn flatten_slot_crash_while_held() {
     let c = live!();
     let (volumes, rbd) = (pool(&c, "volumes"), pool(&c, "rbd"));
-    let tok = token();
+    let tok = common::token();
     let _cleanup = Cleanup { pools: vec![volumes.clone(), rbd.clone()], tok: tok.clone() };
     // The boundaries of a throttled flatten: the throttle's observer hooks and the flatten's
     // progress callback.

@@ -9,10 +9,10 @@
 //! creates with its own random token and reconciles only names containing it, so tests running
 //! in parallel (here or in other test files) are never touched.
 mod common;
+use common::RunnerOutcome as Outcome;
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
-use std::os::unix::process::ExitStatusExt;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -33,12 +33,6 @@ const MIB: u64 = 1 << 20;
 // ---------------------------------------------------------------------------------------------
 // Fixtures.
 
-/// A random 12-hex-digit token: every name a test creates contains it, and its reconciles
-/// consider only such names.
-fn token() -> String {
-    uuid::Uuid::new_v4().simple().to_string()[..12].to_string()
-}
-
 /// An instance uuid ending in the token (so `<uuid>_disk` passes the test's filter).
 fn instance_uuid(tok: &str) -> String {
     let h = uuid::Uuid::new_v4().simple().to_string();
@@ -54,32 +48,11 @@ fn pool(c: &Cluster, name: &str) -> Pool {
     Pool::open(c, name).unwrap()
 }
 
-#[derive(Debug, PartialEq, Eq)]
-enum Outcome {
-    /// SIGKILLed by the failpoint: no undo ran.
-    Killed,
-    Ok,
-    Err(String),
-}
-
 /// Runs one recipe in a child process, crashing it at `kill_at` (`<recipe>.<step>`).
 fn run_recipe(args: &[&str], kill_at: Option<&str>) -> Outcome {
-    let mut cmd = Command::new(common::runner_bin());
-    cmd.args(args).env("RBD_TEST_CLIENT_ID", common::client_id()).stderr(Stdio::inherit());
     match kill_at {
-        Some(fp) => cmd.env("RBD_CORE_FAILPOINTS", format!("{fp}=kill")),
-        None => cmd.env_remove("RBD_CORE_FAILPOINTS"),
-    };
-    let out = cmd.output().expect("run recipe_runner");
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    if out.status.signal() == Some(libc::SIGKILL) {
-        // Fenced, as an orchestrator would (otherwise the dead watch keeps its images "in use").
-        common::fence_killed_runner(&stdout);
-        Outcome::Killed
-    } else if out.status.success() {
-        Outcome::Ok
-    } else {
-        Outcome::Err(stdout)
+        Some(fp) => common::run_runner(args, &[("RBD_CORE_FAILPOINTS", &format!("{fp}=kill"))]),
+        None => common::run_runner(args, &[]),
     }
 }
 
@@ -191,7 +164,7 @@ impl Drop for Cleanup {
 fn nova_snapshot_killed_at_each_step_is_reconciled() {
     let c = live!();
     let (images, vms) = (pool(&c, "images"), pool(&c, "vms"));
-    let tok = token();
+    let tok = common::token();
     let _cleanup = Cleanup { pools: vec![images.clone(), vms.clone()], tok: tok.clone() };
     for (i, step) in SNAPSHOT_STEPS.iter().copied().chain(["commit"]).enumerate() {
         let disk = format!("{}_disk", instance_uuid(&tok));
@@ -246,7 +219,7 @@ fn nova_snapshot_killed_at_each_step_is_reconciled() {
 fn cinder_create_from_volume_killed_at_each_step_is_reconciled() {
     let c = live!();
     let volumes = pool(&c, "volumes");
-    let tok = token();
+    let tok = common::token();
     let _cleanup = Cleanup { pools: vec![volumes.clone()], tok: tok.clone() };
     // base@snapshot -> src (depth 1); with max_clone_depth 1 a clone of src is too deep, so the
     // recipe takes its longest path: snapshot, protect (v1), clone, depth, flatten, drop_clone_snap.
@@ -328,7 +301,7 @@ fn backup_create_killed_at_each_step_is_reconciled() {
     assert_ne!(c.fsid().unwrap(), c2.fsid().unwrap(), "CEPH_CONF and RBD_TEST_CEPH_CONF2 must be two clusters");
     let volumes = pool(&c, "volumes");
     let backups = pool(&c2, "backups");
-    let tok = token();
+    let tok = common::token();
     let _cleanup = Cleanup { pools: vec![volumes.clone(), backups.clone()], tok: tok.clone() };
     let vid = format!("{tok}-v");
     let vname = cinder::volume_name(&vid);
@@ -405,7 +378,7 @@ fn orphans_go_and_live_look_alikes_stay() {
     let c2 = common::cluster2();
     let (images, vms, volumes) = (pool(&c, "images"), pool(&c, "vms"), pool(&c, "volumes"));
     let backups = pool(&c2, "backups");
-    let tok = token();
+    let tok = common::token();
     let _cleanup =
         Cleanup { pools: vec![vms.clone(), volumes.clone(), images.clone(), backups.clone()], tok: tok.clone() };
     let none = &mut Progress::none();
@@ -597,7 +570,7 @@ fn orphans_go_and_live_look_alikes_stay() {
 fn young_artifacts_are_left_alone() {
     let c = live!();
     let (images, volumes) = (pool(&c, "images"), pool(&c, "volumes"));
-    let tok = token();
+    let tok = common::token();
     let _cleanup = Cleanup { pools: vec![images.clone(), volumes.clone()], tok: tok.clone() };
     let hour = Duration::from_secs(3600);
     // A marked image whose recipe started just now (it may still be running) ...
@@ -656,7 +629,7 @@ fn young_artifacts_are_left_alone() {
 fn delete_killed_before_parent_clean_up_is_finished() {
     let c = live!();
     let volumes = pool(&c, "volumes");
-    let tok = token();
+    let tok = common::token();
     let _cleanup = Cleanup { pools: vec![volumes.clone()], tok: tok.clone() };
     // P -> Q (P@volume-Q.clone_snap); delete P keeping Q as a clone (P.deleted); then Q's delete
     // dies after removing Q, before cleaning P.deleted.
@@ -686,7 +659,7 @@ fn delete_killed_before_parent_clean_up_is_finished() {
 fn glance_upload_killed_at_each_step_is_reconciled() {
     let c = live!();
     let images = pool(&c, "images");
-    let tok = token();
+    let tok = common::token();
     let _cleanup = Cleanup { pools: vec![images.clone()], tok: tok.clone() };
     for (i, step) in rbd_core::recipes::glance::UPLOAD_STEPS.iter().copied().chain(["commit"]).enumerate() {
         let id = format!("rcn-{tok}-up{i}");
@@ -714,7 +687,7 @@ fn glance_upload_killed_at_each_step_is_reconciled() {
 fn stale_slot_lock_is_broken_and_live_slot_kept() {
     let c = live!();
     let rbd = pool(&c, "rbd");
-    let tok = token();
+    let tok = common::token();
     let prefix = format!("rcn-{tok}-slot");
     let mut t = Throttle::new(&rbd, 2).unwrap();
     t.prefix(&prefix);

@@ -188,3 +188,43 @@ pub fn cluster2() -> Cluster {
     Cluster::shared(Some(std::path::Path::new(&conf)), &client_id())
         .unwrap_or_else(|e| panic!("cannot connect to the second dev cluster at {conf} ({e}); see tests/README.md"))
 }
+
+/// A random 12-hex-digit token: every name a test creates contains it, and its reconciles
+/// consider only such names.
+pub fn token() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..12].to_string()
+}
+
+/// How a `recipe_runner` child ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RunnerOutcome {
+    /// SIGKILLed (by a `kill` failpoint): no undo ran. The child has been fenced.
+    Killed,
+    Ok,
+    /// Failed; its stdout (which ends with `ERROR <message>`).
+    Err(String),
+}
+
+/// Runs `recipe_runner args...` to its end with the extra environment `env` (a failpoint, a
+/// kill point), stdin closed. A SIGKILLed child is fenced ([`fence_killed_runner`]).
+pub fn run_runner(args: &[&str], env: &[(&str, &str)]) -> RunnerOutcome {
+    use std::os::unix::process::ExitStatusExt;
+    let mut cmd = std::process::Command::new(runner_bin());
+    cmd.args(args)
+        .env("RBD_TEST_CLIENT_ID", client_id())
+        .env_remove("RBD_CORE_FAILPOINTS")
+        .env_remove("RBD_RUNNER_KILL_AT")
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit());
+    let out = cmd.output().expect("run recipe_runner");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    if out.status.signal() == Some(libc::SIGKILL) {
+        fence_killed_runner(&stdout);
+        RunnerOutcome::Killed
+    } else if out.status.success() {
+        RunnerOutcome::Ok
+    } else {
+        RunnerOutcome::Err(stdout)
+    }
+}
